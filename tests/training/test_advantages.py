@@ -194,6 +194,8 @@ def test_docs_worked_example() -> None:
     consult_wins = ifpo_advantages([1.0] * 7 + [0.0], consulted, groups)
     np.testing.assert_allclose(consult_wins, [4 / 7 * 1 / 8 / s] * 7 + [4 * -7 / 8 / s])
     np.testing.assert_allclose(np.round(consult_wins[[0, 7]], 2), [0.20, -9.90])
+    # group total (n_direct - n_consult) * Δ / (2σ) = (1 - 7) * 1 / (2 s): no longer zero
+    assert consult_wins.sum() == pytest.approx(-6 / (2 * s))
     direct_wins = ifpo_advantages([0.0] * 7 + [1.0], consulted, groups, apply_to="positive")
     np.testing.assert_allclose(np.round(direct_wins[[0, 7]], 2), [-0.35, 9.90])
 
