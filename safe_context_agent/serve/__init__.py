@@ -1,0 +1,45 @@
+"""Serving: the embedded default model and the vLLM process that serves any model."""
+
+from safe_context_agent.serve._embedded import (
+    EMBEDDED_MODEL_NAME,
+    EMBEDDED_SERVED_NAME,
+    ModelManifest,
+    describe_manifest,
+    embedded_chat_template,
+    embedded_chat_template_path,
+    embedded_model_dir,
+    find_embedded_gguf,
+    prepare_embedded_model,
+    verify_model_folder,
+)
+from safe_context_agent.serve._server import (
+    ServerConfig,
+    ServerState,
+    VLLMServer,
+    build_command,
+    find_running_server,
+    read_state,
+    state_as_json,
+    stop_recorded_server,
+)
+
+__all__ = [
+    "EMBEDDED_MODEL_NAME",
+    "EMBEDDED_SERVED_NAME",
+    "ModelManifest",
+    "ServerConfig",
+    "ServerState",
+    "VLLMServer",
+    "build_command",
+    "describe_manifest",
+    "embedded_chat_template",
+    "embedded_chat_template_path",
+    "embedded_model_dir",
+    "find_embedded_gguf",
+    "find_running_server",
+    "prepare_embedded_model",
+    "read_state",
+    "state_as_json",
+    "stop_recorded_server",
+    "verify_model_folder",
+]
