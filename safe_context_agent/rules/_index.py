@@ -1,0 +1,417 @@
+"""The rule index: FAISS inner product over unit vectors, persisted, and `consult` on top."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from safe_context_agent._paths import cache_dir
+from safe_context_agent.errors import RetrievalError
+from safe_context_agent.rules._embedder import Embedder, get_embedder
+from safe_context_agent.rules._loader import load_rule_pack
+from safe_context_agent.rules._schema import Rule, RulePack
+from safe_context_agent.rules._store import (
+    IndexKind,
+    IndexManifest,
+    IndexSpec,
+    IndexUnusable,
+    locked,
+    read_index_files,
+    write_index_files,
+)
+from safe_context_agent.rules._texts import VectorStrategy, rule_texts
+
+if TYPE_CHECKING:
+    import faiss
+
+__all__ = [
+    "IndexConfig",
+    "IndexInspection",
+    "RetrievedRule",
+    "RuleIndex",
+    "default_index_dir",
+    "inspect_index",
+    "open_index",
+]
+
+logger = logging.getLogger("safe_context_agent.rules")
+
+
+class IndexConfig(BaseModel):
+    """How a pack is embedded and indexed. Every field has a default that suits packs of
+    hundreds of rules on a CPU."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    embedding_model: str | None = Field(
+        default=None,
+        description="sentence-transformers model name or folder; None uses the pack's own.",
+    )
+    device: str | None = Field(default=None, description="torch device; None lets torch choose.")
+    strategy: VectorStrategy = Field(
+        default="multi",
+        description="'multi': a vector per text, a rule scores its best; 'concat': one per rule.",
+    )
+    index_dir: Path | None = Field(
+        default=None, description="Where the index files live; None uses the cache."
+    )
+    hnsw_threshold: int = Field(
+        default=50_000,
+        ge=1,
+        description="Use HNSW instead of exact search above this many vectors.",
+    )
+    hnsw_m: int = Field(default=32, ge=4, description="HNSW graph degree.")
+    hnsw_ef_construction: int = Field(default=80, ge=8)
+    hnsw_ef_search: int = Field(default=64, ge=8)
+    batch_size: int = Field(default=64, ge=1, description="Texts per embedding batch.")
+
+
+class RetrievedRule(BaseModel):
+    """One consult result: the rule, its cosine similarity to the query, and its 1-based rank."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rule: Rule
+    score: float
+    rank: int
+
+
+class IndexInspection(BaseModel):
+    """The state of a pack's index on disk, found without building anything."""
+
+    model_config = ConfigDict(frozen=True)
+
+    directory: Path
+    state: Literal["fresh", "missing", "stale", "corrupt"]
+    reason: str | None = None
+    manifest: IndexManifest | None = None
+
+
+def default_index_dir(pack: RulePack, embedding_model: str, strategy: VectorStrategy) -> Path:
+    """``cache_dir("indexes", "<pack>-<digest>")``: one folder per pack source, model and strategy,
+    so switching between them does not rebuild back and forth."""
+    source = str(pack.path) if pack.path is not None else pack.content_hash
+    digest = hashlib.sha256(f"{source}\0{embedding_model}\0{strategy}".encode()).hexdigest()
+    return cache_dir("indexes", f"{pack.name}-{digest[:12]}")
+
+
+class RuleIndex:
+    """A searchable rule pack. Open it with :meth:`open` (or :func:`open_index`), once per process;
+    then :meth:`consult` from any number of threads."""
+
+    def __init__(
+        self,
+        pack: RulePack,
+        embedder: Embedder,
+        index: faiss.Index,
+        row_rule_ids: Sequence[str],
+        *,
+        manifest: IndexManifest,
+        directory: Path,
+        built_because: str | None = None,
+        hnsw_ef_search: int = 64,
+    ):
+        self.pack = pack
+        self.embedder = embedder
+        self.manifest = manifest
+        self.directory = directory
+        self.built_because = built_because
+        """Why this open built the index (``missing: ...``, ``stale: ...``, ``corrupt: ...``,
+        ``rebuild requested``), or None when it was loaded from disk."""
+        self._index = index
+        self._rules = pack.rules
+        position = {rule.id: i for i, rule in enumerate(pack.rules)}
+        unknown = sorted(set(row_rule_ids) - position.keys())
+        if unknown:
+            raise RetrievalError(
+                f"{directory}: the index refers to rules not in pack '{pack.name}' "
+                f"({', '.join(unknown[:3])}); rebuild it with `sca rules build --rebuild`"
+            )
+        self._row_rule = np.fromiter((position[r] for r in row_rule_ids), dtype=np.int64)
+        self._rows_per_rule = int(np.bincount(self._row_rule).max())
+        self._categories = {rule.category for rule in pack.rules}
+        self._hnsw_ef_search = hnsw_ef_search
+
+    def __repr__(self) -> str:
+        m = self.manifest
+        return (
+            f"RuleIndex(pack={m.pack_name!r}, rules={m.n_rules}, vectors={m.n_vectors}, "
+            f"kind={m.index_kind!r}, strategy={m.strategy!r})"
+        )
+
+    @property
+    def loaded_from_disk(self) -> bool:
+        return self.built_because is None
+
+    @classmethod
+    def open(
+        cls,
+        pack: RulePack,
+        config: IndexConfig | None = None,
+        *,
+        embedder: Embedder | None = None,
+        rebuild: bool = False,
+    ) -> RuleIndex:
+        """Load the pack's index from disk, or build and save it when it is missing, stale or
+        corrupt (logged at warning level for the last two) or when ``rebuild`` is set."""
+        config = config or IndexConfig()
+        embedder = embedder or get_embedder(
+            config.embedding_model or pack.manifest.embedding_model, device=config.device
+        )
+        directory = config.index_dir or default_index_dir(pack, embedder.name, config.strategy)
+        texts, owners = _rows(pack, config.strategy)
+        spec = _spec(pack, embedder, config, n_vectors=len(texts))
+        with locked(directory):
+            because = "rebuild requested"
+            if not rebuild:
+                try:
+                    index, rows, manifest = read_index_files(directory, spec)
+                except IndexUnusable as problem:
+                    because = str(problem)
+                    level = logging.INFO if problem.state == "missing" else logging.WARNING
+                    logger.log(level, "rule index for pack '%s': %s; building", pack.name, problem)
+                else:
+                    logger.debug("rule index for pack '%s' loaded from %s", pack.name, directory)
+                    return cls(
+                        pack,
+                        embedder,
+                        index,
+                        rows,
+                        manifest=manifest,
+                        directory=directory,
+                        hnsw_ef_search=config.hnsw_ef_search,
+                    )
+            started = time.perf_counter()
+            vectors = embedder.encode(texts, batch_size=config.batch_size)
+            index = build_faiss_index(vectors, spec.index_kind, config)
+            manifest = write_index_files(directory, index, owners, spec)
+            logger.info(
+                "rule index for pack '%s': %d vectors built in %.1f s at %s",
+                pack.name,
+                index.ntotal,
+                time.perf_counter() - started,
+                directory,
+            )
+        return cls(
+            pack,
+            embedder,
+            index,
+            owners,
+            manifest=manifest,
+            directory=directory,
+            built_because=because,
+            hnsw_ef_search=config.hnsw_ef_search,
+        )
+
+    def consult(
+        self,
+        query: str,
+        k: int = 3,
+        categories: str | Iterable[str] | None = None,
+        min_score: float | None = None,
+    ) -> list[RetrievedRule]:
+        """The ``k`` rules most similar to ``query``, best first.
+
+        ``categories`` keeps only rules of those categories (still ``k`` results when the pack
+        has them); ``min_score`` drops results whose cosine similarity is below it.
+        """
+        return self.consult_batch([query], k=k, categories=categories, min_score=min_score)[0]
+
+    def consult_batch(
+        self,
+        queries: Sequence[str],
+        k: int = 3,
+        categories: str | Iterable[str] | None = None,
+        min_score: float | None = None,
+    ) -> list[list[RetrievedRule]]:
+        """:meth:`consult` for several queries at once (one embedding batch, one search)."""
+        if isinstance(queries, str) or not isinstance(queries, Sequence):
+            raise RetrievalError("queries must be a list of strings; for one query use consult()")
+        for position, query in enumerate(queries):
+            label = "query" if len(queries) == 1 else f"query {position + 1}"
+            if not isinstance(query, str):
+                raise RetrievalError(f"{label} must be a string, got {type(query).__name__}")
+            if not query.strip():
+                raise RetrievalError(
+                    f"{label} is empty; pass the text to look up rules for (e.g. the user request)"
+                )
+        self._check_arguments(k, categories, min_score)  # before the embedding work
+        if not queries:
+            return []
+        vectors = self.embedder.encode(queries)
+        return self.search_vectors(vectors, k=k, categories=categories, min_score=min_score)
+
+    def search_vectors(
+        self,
+        vectors: np.ndarray,
+        k: int = 3,
+        categories: str | Iterable[str] | None = None,
+        min_score: float | None = None,
+    ) -> list[list[RetrievedRule]]:
+        """:meth:`consult_batch` for queries the caller has already embedded (unit vectors)."""
+        wanted = self._check_arguments(k, categories, min_score)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self._index.d)
+        total = self._index.ntotal
+        keep = None
+        if wanted is not None:
+            keep = np.fromiter((r.category in wanted for r in self._rules), dtype=bool)
+        # A rule can own several rows and the filter can drop rules, so search wider than k and
+        # widen again for the queries that still lack results.
+        fetch = min(total, max(16, 2 * k * self._rows_per_rule))
+        results: list[list[RetrievedRule]] = [[] for _ in range(len(vectors))]
+        pending = list(range(len(vectors)))
+        while pending:
+            scores, rows = self._search(vectors[pending], fetch)
+            still_short = []
+            for i, query in enumerate(pending):
+                hits, exhausted = self._best_rules(scores[i], rows[i], k, keep, min_score)
+                results[query] = hits
+                if len(hits) < k and not exhausted and fetch < total:
+                    still_short.append(query)
+            pending = still_short
+            fetch = min(total, fetch * 4)
+        return results
+
+    def _check_arguments(
+        self, k: int, categories: str | Iterable[str] | None, min_score: float | None
+    ) -> set[str] | None:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise RetrievalError(f"k must be an integer >= 1, got {k!r}")
+        if min_score is not None and not -1.0 <= min_score <= 1.0:
+            raise RetrievalError(
+                f"min_score must be a cosine similarity between -1 and 1, got {min_score!r}"
+            )
+        if categories is None:
+            return None
+        wanted = {categories} if isinstance(categories, str) else set(categories)
+        known = sorted(self._categories)
+        if not wanted:
+            raise RetrievalError("categories is empty; pass None to search all categories")
+        unknown = sorted(wanted - self._categories)
+        if unknown:
+            raise RetrievalError(
+                f"pack '{self.pack.name}' has no rules in category "
+                f"{', '.join(repr(c) for c in unknown)}; use one of {', '.join(known)}"
+            )
+        return wanted
+
+    def _search(self, vectors: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
+        import faiss
+
+        if self.manifest.index_kind == "hnsw":
+            # Per-call parameters: setting index.hnsw.efSearch would race between threads.
+            params = faiss.SearchParametersHNSW(efSearch=max(self._hnsw_ef_search, fetch))
+            return self._index.search(vectors, fetch, params=params)
+        return self._index.search(vectors, fetch)
+
+    def _best_rules(
+        self,
+        scores: np.ndarray,
+        rows: np.ndarray,
+        k: int,
+        keep: np.ndarray | None,
+        min_score: float | None,
+    ) -> tuple[list[RetrievedRule], bool]:
+        """Up to ``k`` distinct rules from rows sorted by score; ``exhausted`` is True when no
+        further row could qualify (below ``min_score``)."""
+        hits: list[RetrievedRule] = []
+        seen: set[int] = set()
+        for score, row in zip(scores.tolist(), rows.tolist(), strict=True):
+            if row < 0:  # HNSW pads with -1 when it finds fewer rows than asked
+                continue
+            if min_score is not None and score < min_score:
+                return hits, True
+            position = int(self._row_rule[row])
+            if position in seen or (keep is not None and not keep[position]):
+                continue
+            seen.add(position)
+            hits.append(RetrievedRule(rule=self._rules[position], score=score, rank=len(hits) + 1))
+            if len(hits) == k:
+                break
+        return hits, False
+
+
+def open_index(
+    pack: RulePack | str | os.PathLike[str],
+    config: IndexConfig | None = None,
+    *,
+    embedder: Embedder | None = None,
+    rebuild: bool = False,
+    **options: Any,
+) -> RuleIndex:
+    """Load a pack (name, folder or :class:`RulePack`) and open its index, building it if needed.
+
+    ``options`` are :class:`IndexConfig` fields (``strategy="concat"``, ``index_dir=...``), an
+    alternative to passing ``config``.
+    """
+    if options:
+        base = config.model_dump(exclude_unset=True) if config is not None else {}
+        config = IndexConfig(**{**base, **options})
+    loaded = pack if isinstance(pack, RulePack) else load_rule_pack(pack)
+    return RuleIndex.open(loaded, config, embedder=embedder, rebuild=rebuild)
+
+
+def inspect_index(
+    pack: RulePack, config: IndexConfig | None = None, *, embedder: Embedder | None = None
+) -> IndexInspection:
+    """Whether the pack's index on disk is usable as is (loads no model, builds nothing)."""
+    config = config or IndexConfig()
+    embedder = embedder or get_embedder(
+        config.embedding_model or pack.manifest.embedding_model, device=config.device
+    )
+    directory = config.index_dir or default_index_dir(pack, embedder.name, config.strategy)
+    texts, _ = _rows(pack, config.strategy)
+    spec = _spec(pack, embedder, config, n_vectors=len(texts))
+    with locked(directory):
+        try:
+            _, _, manifest = read_index_files(directory, spec)
+        except IndexUnusable as problem:
+            return IndexInspection(directory=directory, state=problem.state, reason=problem.reason)
+    return IndexInspection(directory=directory, state="fresh", manifest=manifest)
+
+
+def build_faiss_index(vectors: np.ndarray, kind: IndexKind, config: IndexConfig) -> faiss.Index:
+    """An inner-product index over ``vectors`` (unit length, so scores are cosine similarities)."""
+    import faiss
+
+    dimension = vectors.shape[1]
+    if kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dimension, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = config.hnsw_ef_construction
+    else:
+        index = faiss.IndexFlatIP(dimension)
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index
+
+
+def _rows(pack: RulePack, strategy: VectorStrategy) -> tuple[list[str], list[str]]:
+    """The texts to embed and, for each, the id of the rule it belongs to."""
+    texts: list[str] = []
+    owners: list[str] = []
+    for rule in pack.rules:
+        for text in rule_texts(rule, strategy):
+            texts.append(text)
+            owners.append(rule.id)
+    return texts, owners
+
+
+def _spec(pack: RulePack, embedder: Embedder, config: IndexConfig, *, n_vectors: int) -> IndexSpec:
+    hnsw = n_vectors > config.hnsw_threshold
+    return IndexSpec(
+        pack_name=pack.name,
+        pack_hash=pack.content_hash,
+        embedding_model=embedder.name,
+        model_fingerprint=embedder.fingerprint,
+        strategy=config.strategy,
+        index_kind="hnsw" if hnsw else "flat",
+        hnsw_m=config.hnsw_m if hnsw else None,
+        hnsw_ef_construction=config.hnsw_ef_construction if hnsw else None,
+    )

@@ -1,0 +1,204 @@
+"""The on-disk index: FAISS file, row map and manifest, written atomically and checked on read.
+
+A folder holds ``index.faiss`` (``faiss.write_index``), ``rows.json`` (which rule each vector
+belongs to) and ``manifest.json`` (what the index was built from, with the sha256 of both other
+files). The manifest is removed first and written last, so an interrupted write leaves a folder
+that reads as missing or corrupt, never as a valid index. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from safe_context_agent.rules._texts import VectorStrategy
+
+if TYPE_CHECKING:
+    import faiss
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: concurrent builders there may both build, harmlessly
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "IndexManifest",
+    "IndexSpec",
+    "IndexUnusable",
+    "locked",
+    "read_index_files",
+    "write_index_files",
+]
+
+INDEX_FILE = "index.faiss"
+ROWS_FILE = "rows.json"
+MANIFEST_FILE = "manifest.json"
+LOCK_FILE = ".lock"
+
+IndexKind = Literal["flat", "hnsw"]
+
+
+class IndexSpec(BaseModel):
+    """What an index must have been built from to be usable for a given pack and configuration."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pack_name: str
+    pack_hash: str
+    embedding_model: str
+    model_fingerprint: str
+    strategy: VectorStrategy
+    index_kind: IndexKind
+    hnsw_m: int | None = None
+    hnsw_ef_construction: int | None = None
+
+
+class IndexManifest(IndexSpec):
+    """``manifest.json``: the spec plus what was built and the checksums of the other files."""
+
+    schema_version: Literal[1] = 1
+    dimension: int
+    n_vectors: int
+    n_rules: int
+    faiss_version: str
+    index_sha256: str
+    rows_sha256: str
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+class _RowMap(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = 1
+    rule_ids: list[str]
+
+
+class IndexUnusable(Exception):
+    """The folder holds no index usable for the spec; ``state`` says why in one word."""
+
+    def __init__(self, state: Literal["missing", "stale", "corrupt"], reason: str):
+        super().__init__(f"{state}: {reason}")
+        self.state = state
+        self.reason = reason
+
+
+@contextlib.contextmanager
+def locked(directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``directory`` (one builder at a time, across processes)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / LOCK_FILE, "a+b") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def read_index_files(
+    directory: Path, spec: IndexSpec
+) -> tuple[faiss.Index, list[str], IndexManifest]:
+    """Load the index in ``directory`` if it matches ``spec`` and its checksums; else raise
+    :class:`IndexUnusable`."""
+    import faiss
+
+    manifest_path = directory / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise IndexUnusable("missing", f"no {MANIFEST_FILE} in {directory}")
+    try:
+        manifest = IndexManifest.model_validate_json(manifest_path.read_bytes())
+    except (ValidationError, OSError) as error:
+        raise IndexUnusable(
+            "corrupt", f"{manifest_path} is unreadable ({_first_line(error)})"
+        ) from None
+    for field in IndexSpec.model_fields:
+        built, wanted = getattr(manifest, field), getattr(spec, field)
+        if built != wanted:
+            raise IndexUnusable("stale", f"{field} changed from {built!r} to {wanted!r}")
+    index_path, rows_path = directory / INDEX_FILE, directory / ROWS_FILE
+    for path, expected in ((index_path, manifest.index_sha256), (rows_path, manifest.rows_sha256)):
+        if not path.is_file():
+            raise IndexUnusable("corrupt", f"{path} is missing")
+        if _sha256(path) != expected:
+            raise IndexUnusable("corrupt", f"{path} does not match its checksum in the manifest")
+    try:
+        rows = _RowMap.model_validate_json(rows_path.read_bytes()).rule_ids
+        index = faiss.read_index(str(index_path))
+    except (ValidationError, RuntimeError, OSError) as error:
+        raise IndexUnusable(
+            "corrupt", f"{directory} is unreadable ({_first_line(error)})"
+        ) from None
+    if index.ntotal != len(rows) or index.ntotal != manifest.n_vectors:
+        raise IndexUnusable(
+            "corrupt", f"{index.ntotal} vectors but {len(rows)} rows ({manifest.n_vectors} built)"
+        )
+    if index.d != manifest.dimension:
+        raise IndexUnusable("corrupt", f"dimension {index.d}, manifest says {manifest.dimension}")
+    return index, rows, manifest
+
+
+def write_index_files(
+    directory: Path, index: faiss.Index, rule_ids: list[str], spec: IndexSpec
+) -> IndexManifest:
+    """Write the three files atomically (temp file + rename each, manifest last)."""
+    import faiss
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / MANIFEST_FILE).unlink(missing_ok=True)
+    index_sha = _replace_atomically(
+        directory / INDEX_FILE, lambda tmp: faiss.write_index(index, str(tmp))
+    )
+    rows_json = _RowMap(rule_ids=rule_ids).model_dump_json().encode()
+    rows_sha = _replace_atomically(directory / ROWS_FILE, lambda tmp: tmp.write_bytes(rows_json))
+    manifest = IndexManifest(
+        **spec.model_dump(),
+        dimension=index.d,
+        n_vectors=index.ntotal,
+        n_rules=len(set(rule_ids)),
+        faiss_version=faiss.__version__,
+        index_sha256=index_sha,
+        rows_sha256=rows_sha,
+    )
+    manifest_json = manifest.model_dump_json(indent=2).encode()
+    _replace_atomically(directory / MANIFEST_FILE, lambda tmp: tmp.write_bytes(manifest_json))
+    return manifest
+
+
+def _replace_atomically(target: Path, write: Callable[[Path], object]) -> str:
+    """Write through ``write(tmp_path)`` into a temp file next to ``target``, fsync, rename.
+    Returns the sha256 of what was written."""
+    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the index is not secret
+        with open(tmp, "rb+") as stream:
+            os.fsync(stream.fileno())
+        digest = _sha256(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return digest
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
