@@ -11,9 +11,12 @@ different (every later call would fail too) and raises :class:`ServeError`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -136,6 +139,10 @@ def _labels_in(text: str) -> set[RefusalLabel]:
 # --- the judge ---------------------------------------------------------------------------
 
 
+def _no_loop() -> None:
+    """Stands in for a weak reference to an event loop before any async call."""
+
+
 @dataclass
 class LLMJudgeStats:
     """What one :class:`LLMJudge` has done so far (unknown verdicts are counted, not raised)."""
@@ -181,6 +188,7 @@ class LLMJudge:
         self.stats = LLMJudgeStats()
         self._client: OpenAI | None = None
         self._async_client: AsyncOpenAI | None = None
+        self._async_loop: Callable[[], asyncio.AbstractEventLoop | None] = _no_loop
 
     @property
     def name(self) -> str:
@@ -213,10 +221,14 @@ class LLMJudge:
             return self._empty()
         from openai import BadRequestError, OpenAIError
 
-        if self._async_client is None:
+        # An async client's connections belong to the event loop that opened them, so each
+        # loop (e.g. each asyncio.run) gets its own client.
+        loop = asyncio.get_running_loop()
+        if self._async_client is None or self._async_loop() is not loop:
             from openai import AsyncOpenAI
 
             self._async_client = AsyncOpenAI(**self._client_options())
+            self._async_loop = weakref.ref(loop)
         try:
             completion = await self._async_client.chat.completions.create(
                 **self._request(prompt, text)

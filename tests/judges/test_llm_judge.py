@@ -140,11 +140,13 @@ def test_round_trip_against_the_vllm_server(vllm_server) -> None:
         return list(await asyncio.gather(*(judge.ajudge(p, r) for p, r in cases)))
 
     verdicts += asyncio.run(judge_all())
+    # A second event loop must get a working client, not the first loop's closed one.
+    verdicts.append(asyncio.run(judge.ajudge(*cases[0])))
     for verdict in verdicts:
         assert verdict.label in {"full_refusal", "partial_refusal", "compliance", "unknown"}
         assert verdict.judge == f"llm:{vllm_server.model}"
         assert verdict.raw is not None
-    assert judge.stats.calls == 4
+    assert judge.stats.calls == 5
     assert judge.stats.unknown == sum(v.label == "unknown" for v in verdicts)
 
     # An item longer than the judge's context window is counted as unknown, not raised.
