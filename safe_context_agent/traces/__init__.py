@@ -1,5 +1,13 @@
 """Traces: the record of every agent run (schema), where they are written (sinks), how they are read."""
 
+from safe_context_agent.traces._export import ExportReport, export_traces
+from safe_context_agent.traces._reader import (
+    SkippedRecord,
+    TraceReadReport,
+    TraceReadResult,
+    group_traces,
+    read_traces,
+)
 from safe_context_agent.traces._schema import (
     TRACE_SCHEMA_VERSION,
     Consultation,
@@ -14,18 +22,39 @@ from safe_context_agent.traces._schema import (
     Trace,
     new_trace_id,
 )
+from safe_context_agent.traces._sinks import (
+    JsonlTraceSink,
+    MultiSink,
+    SafeSink,
+    SqliteTraceSink,
+    TraceSink,
+    open_sink,
+)
 
 __all__ = [
     "TRACE_SCHEMA_VERSION",
     "ConsultMode",
     "Consultation",
+    "ExportReport",
     "FormatError",
     "FormatErrorKind",
+    "JsonlTraceSink",
     "ModelTurn",
+    "MultiSink",
     "Outcome",
     "PackRef",
     "RetrievedRuleRef",
+    "SafeSink",
+    "SkippedRecord",
+    "SqliteTraceSink",
     "ToolCallRecord",
     "Trace",
+    "TraceReadReport",
+    "TraceReadResult",
+    "TraceSink",
+    "export_traces",
+    "group_traces",
     "new_trace_id",
+    "open_sink",
+    "read_traces",
 ]

@@ -1,0 +1,309 @@
+"""Read traces back, one at a time, from any file a sink or ``export_traces`` wrote.
+
+The reader is strict about what it cannot be sure of and tolerant of what a crash leaves behind:
+
+- a JSON lines file whose last line is cut short (no newline, not valid JSON: a writer stopped
+  mid-record) loses that line, which the report lists; it is never an error;
+- any other malformed record raises a :class:`~safe_context_agent.errors.TraceError` naming the
+  file, the line (or SQLite row), the trace id when it can be recovered and the offending field,
+  or, with ``on_error="skip"``, is left out and listed in the report;
+- a record written by a newer schema always raises: skipping it would silently drop data that an
+  upgraded reader can read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from safe_context_agent.errors import TraceError
+from safe_context_agent.traces._schema import TRACE_SCHEMA_VERSION, Trace
+from safe_context_agent.traces._sinks import (
+    JSONL_SUFFIXES,
+    SQLITE_LAYOUT_VERSION,
+    SQLITE_SUFFIXES,
+    SQLITE_TABLE,
+)
+
+__all__ = [
+    "PARQUET_SUFFIXES",
+    "OnError",
+    "SkippedRecord",
+    "TraceReadReport",
+    "TraceReadResult",
+    "group_traces",
+    "read_traces",
+]
+
+OnError = Literal["raise", "skip"]
+
+PARQUET_SUFFIXES = (".parquet",)
+"""Parquet files are only ever written by ``export_traces``."""
+
+_UPGRADE = "upgrade safe-context-agent (pip install -U safe-context-agent) to read it"
+_TRACE_ID_IN_TEXT = re.compile(rb'"trace_id"\s*:\s*"([^"\\]{1,200})"')
+_PARQUET_BATCH_ROWS = 256
+_MAX_FIELD_ERRORS = 3
+
+
+class SkippedRecord(BaseModel):
+    """A record the reader left out, and why."""
+
+    location: str
+    """``file:line`` for JSON lines, ``file row N`` for SQLite and Parquet."""
+    trace_id: str | None = None
+    reason: str
+
+
+class TraceReadReport(BaseModel):
+    """What the last pass over a trace file found."""
+
+    schema_version: int = 1
+    path: str
+    records_read: int = 0
+    skipped: list[SkippedRecord] = Field(default_factory=list)
+    complete: bool = False
+    """True once a pass reached the end of the file."""
+
+
+class TraceReadResult:
+    """The traces of one file, read lazily: iterate it (again) to stream them.
+
+    ``report`` describes the latest pass and is final once ``report.complete`` is true.
+    """
+
+    def __init__(self, path: Path, on_error: OnError) -> None:
+        self.path = path
+        self.on_error = on_error
+        self.report = TraceReadReport(path=str(path))
+
+    def __repr__(self) -> str:
+        return f"read_traces({str(self.path)!r}, on_error={self.on_error!r})"
+
+    def __iter__(self) -> Iterator[Trace]:
+        self.report = TraceReadReport(path=str(self.path))
+        for location, raw in _records(self.path):
+            trace = self._decode(location, raw)
+            if trace is not None:
+                self.report.records_read += 1
+                yield trace
+        self.report.complete = True
+
+    def _decode(self, location: str, raw: _Raw) -> Trace | None:
+        try:
+            return _decode_record(location, raw)
+        except _Truncated as cut:
+            self.report.skipped.append(
+                SkippedRecord(location=location, trace_id=cut.trace_id, reason=cut.reason)
+            )
+        except _Malformed as bad:
+            message = f"{location}: {bad}"
+            if self.on_error == "raise":
+                raise TraceError(
+                    f"{message}; repair or remove the record, or read with on_error='skip'"
+                ) from None
+            self.report.skipped.append(
+                SkippedRecord(location=location, trace_id=bad.trace_id, reason=bad.reason)
+            )
+        return None
+
+
+def read_traces(path: str | os.PathLike[str], *, on_error: OnError = "raise") -> TraceReadResult:
+    """Stream the traces of a ``.jsonl``, ``.sqlite``/``.db`` or exported ``.parquet`` file.
+
+    ```python
+    result = read_traces("runs/traces.jsonl", on_error="skip")
+    for trace in result:
+        ...
+    print(result.report.records_read, result.report.skipped)
+    ```
+    """
+    if on_error not in ("raise", "skip"):
+        raise TraceError(f"on_error={on_error!r} is not an option; use 'raise' or 'skip'")
+    source = Path(path)
+    if not source.is_file():
+        raise TraceError(f"{source}: no such trace file; check the path")
+    _format_of(source)  # fail now on an unknown suffix, not at the first iteration
+    return TraceReadResult(source, on_error)
+
+
+def group_traces(traces: Iterable[Trace]) -> dict[str, list[Trace]]:
+    """Group traces by ``group_id`` (groups in order of first appearance), each by ``sample_index``.
+
+    A trace without a ``group_id`` is a group of its own, keyed by its ``trace_id``. The same
+    ``trace_id`` twice, or two traces with one ``sample_index`` in a group, raise a
+    :class:`TraceError`: training would count those samples twice.
+    """
+    groups: dict[str, list[Trace]] = {}
+    seen: set[str] = set()
+    for trace in traces:
+        if trace.trace_id in seen:
+            raise TraceError(
+                f"trace {trace.trace_id} appears twice; read each trace file once"
+                " (or remove the duplicate records)"
+            )
+        seen.add(trace.trace_id)
+        groups.setdefault(trace.group_id or trace.trace_id, []).append(trace)
+    for group_id, members in groups.items():
+        members.sort(key=lambda t: (t.sample_index is None, t.sample_index or 0, t.started_at))
+        indices = [t.sample_index for t in members if t.sample_index is not None]
+        if len(indices) != len(set(indices)):
+            clash = next(i for i in indices if indices.count(i) > 1)
+            ids = ", ".join(t.trace_id for t in members if t.sample_index == clash)
+            raise TraceError(
+                f"group {group_id} has several traces with sample_index {clash} ({ids}); give"
+                " each sample of a group its own sample_index"
+            )
+    return groups
+
+
+class _Malformed(Exception):
+    def __init__(self, reason: str, trace_id: str | None = None) -> None:
+        super().__init__(f"trace {trace_id}: {reason}" if trace_id else reason)
+        self.reason = reason
+        self.trace_id = trace_id
+
+
+class _Truncated(_Malformed):
+    pass
+
+
+# A record as stored: a JSON lines line (bytes, and whether it ended in a newline) or a row.
+_Raw = tuple[bytes, bool] | dict[str, Any]
+
+
+def _format_of(path: Path) -> Literal["jsonl", "sqlite", "parquet"]:
+    suffix = path.suffix.lower()
+    if suffix in JSONL_SUFFIXES:
+        return "jsonl"
+    if suffix in SQLITE_SUFFIXES:
+        return "sqlite"
+    if suffix in PARQUET_SUFFIXES:
+        return "parquet"
+    known = ", ".join(JSONL_SUFFIXES + SQLITE_SUFFIXES + PARQUET_SUFFIXES)
+    raise TraceError(
+        f"{path}: cannot read traces from a {suffix or 'suffix-less'} file; use {known}"
+    )
+
+
+def _records(path: Path) -> Iterator[tuple[str, _Raw]]:
+    kind = _format_of(path)
+    if kind == "jsonl":
+        return _jsonl_records(path)
+    if kind == "sqlite":
+        return _sqlite_records(path)
+    return _parquet_records(path)
+
+
+def _jsonl_records(path: Path) -> Iterator[tuple[str, _Raw]]:
+    with path.open("rb") as lines:
+        for number, line in enumerate(lines, start=1):
+            if line.strip():
+                yield f"{path}:{number}", (line, line.endswith(b"\n"))
+
+
+def _sqlite_records(path: Path) -> Iterator[tuple[str, _Raw]]:
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise TraceError(f"{path}: cannot open the SQLite file ({exc})") from exc
+    try:
+        try:
+            (layout,) = conn.execute("PRAGMA user_version").fetchone()
+            rows = conn.execute(f"SELECT rowid, trace_json FROM {SQLITE_TABLE} ORDER BY rowid")
+        except sqlite3.Error as exc:
+            raise TraceError(
+                f"{path}: not a trace database ({exc}); read a file written by SqliteTraceSink"
+            ) from exc
+        if layout > SQLITE_LAYOUT_VERSION:
+            raise TraceError(
+                f"{path}: the trace table has layout version {layout}, newer than this"
+                f" safe-context-agent reads ({SQLITE_LAYOUT_VERSION}); {_UPGRADE}"
+            )
+        for rowid, trace_json in rows:
+            yield f"{path} row {rowid}", (str(trace_json).encode(), True)
+    finally:
+        conn.close()
+
+
+def _parquet_records(path: Path) -> Iterator[tuple[str, _Raw]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise TraceError(
+            f"{path}: reading Parquet needs pyarrow; pip install pyarrow, or export to .jsonl"
+        ) from exc
+    number = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=_PARQUET_BATCH_ROWS):
+        for row in batch.to_pylist():
+            number += 1
+            yield f"{path} row {number}", row
+
+
+def _decode_record(location: str, raw: _Raw) -> Trace:
+    if isinstance(raw, dict):
+        data: Any = raw
+    else:
+        line, terminated = raw
+        try:
+            data = json.loads(line)
+        except ValueError as exc:
+            found = _TRACE_ID_IN_TEXT.search(line)
+            trace_id = found.group(1).decode(errors="replace") if found else None
+            if not terminated:
+                raise _Truncated(
+                    "the last line is cut short (a writer stopped mid-record); left out",
+                    trace_id,
+                ) from None
+            detail = (
+                f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else exc
+            )
+            raise _Malformed(f"not valid JSON ({detail})", trace_id) from None
+    if not isinstance(data, dict):
+        raise _Malformed(f"expected a JSON object (one trace), found {type(data).__name__}")
+    trace_id = data.get("trace_id") if isinstance(data.get("trace_id"), str) else None
+    # Export builds on the reader, so the reader imports the export row format lazily.
+    from safe_context_agent.traces import _export
+
+    if _export.is_export_row(data):
+        _check_version(
+            location, trace_id, _export.VERSION_COLUMN, data, _export.EXPORT_SCHEMA_VERSION
+        )
+        try:
+            data = _export.trace_data_from_row(data)
+        except ValueError as exc:
+            raise _Malformed(str(exc), trace_id) from None
+    _check_version(location, trace_id, "schema_version", data, TRACE_SCHEMA_VERSION)
+    try:
+        return Trace.model_validate(data)
+    except ValidationError as exc:
+        raise _Malformed(_describe(exc), trace_id) from None
+
+
+def _check_version(
+    location: str, trace_id: str | None, field: str, data: dict[str, Any], supported: int
+) -> None:
+    version = data.get(field)
+    if isinstance(version, int) and version > supported:
+        record = f"trace {trace_id}" if trace_id else "the record"
+        raise TraceError(
+            f"{location}: {record} has {field} {version}, newer than this safe-context-agent"
+            f" reads ({supported}); {_UPGRADE}"
+        )
+
+
+def _describe(error: ValidationError) -> str:
+    problems = error.errors(include_url=False)
+    described = "; ".join(
+        f"field {'.'.join(map(str, p['loc'])) or '(record)'}: {p['msg']}"
+        for p in problems[:_MAX_FIELD_ERRORS]
+    )
+    more = len(problems) - _MAX_FIELD_ERRORS
+    return described + (f" (and {more} more)" if more > 0 else "")
