@@ -18,6 +18,7 @@ rules_app = typer.Typer(help="Validate, index and search rule packs.", no_args_i
 
 
 class _Strategy(str, Enum):
+    hybrid = "hybrid"
     multi = "multi"
     concat = "concat"
 
@@ -31,7 +32,10 @@ _Pack = Annotated[
 ]
 _StrategyOption = Annotated[
     _Strategy,
-    typer.Option(help="multi: a vector per rule text, best one counts; concat: one per rule."),
+    typer.Option(
+        help="hybrid: mean of concat and multi; multi: a vector per rule text, the best one "
+        "counts; concat: one vector per rule."
+    ),
 ]
 _ModelOption = Annotated[
     str | None,
@@ -76,7 +80,7 @@ def validate(pack: _Pack) -> None:
 def build(
     pack: _Pack,
     rebuild: Annotated[bool, typer.Option(help="Build even if a fresh index exists.")] = False,
-    strategy: _StrategyOption = _Strategy.multi,
+    strategy: _StrategyOption = _Strategy.hybrid,
     model: _ModelOption = None,
     index_dir: _IndexDirOption = None,
 ) -> None:
@@ -96,7 +100,7 @@ def build(
 @rules_app.command()
 def stats(
     pack: _Pack,
-    strategy: _StrategyOption = _Strategy.multi,
+    strategy: _StrategyOption = _Strategy.hybrid,
     model: _ModelOption = None,
     index_dir: _IndexDirOption = None,
     as_json: _JsonOption = False,
@@ -154,7 +158,7 @@ def search(
     min_score: Annotated[
         float | None, typer.Option(help="Drop rules whose cosine similarity is lower.")
     ] = None,
-    strategy: _StrategyOption = _Strategy.multi,
+    strategy: _StrategyOption = _Strategy.hybrid,
     model: _ModelOption = None,
     index_dir: _IndexDirOption = None,
     as_json: _JsonOption = False,

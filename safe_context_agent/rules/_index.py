@@ -27,7 +27,7 @@ from safe_context_agent.rules._store import (
     read_index_files,
     write_index_files,
 )
-from safe_context_agent.rules._texts import VectorStrategy, rule_texts
+from safe_context_agent.rules._texts import VectorStrategy, rule_score, rule_texts
 
 if TYPE_CHECKING:
     import faiss
@@ -57,8 +57,9 @@ class IndexConfig(BaseModel):
     )
     device: str | None = Field(default=None, description="torch device; None lets torch choose.")
     strategy: VectorStrategy = Field(
-        default="multi",
-        description="'multi': a vector per text, a rule scores its best; 'concat': one per rule.",
+        default="hybrid",
+        description="How rules are embedded and scored: 'hybrid', 'multi' or 'concat' "
+        "(see VectorStrategy).",
     )
     index_dir: Path | None = Field(
         default=None, description="Where the index files live; None uses the cache."
@@ -136,7 +137,16 @@ class RuleIndex:
                 f"({', '.join(unknown[:3])}); rebuild it with `sca rules build --rebuild`"
             )
         self._row_rule = np.fromiter((position[r] for r in row_rule_ids), dtype=np.int64)
-        self._rows_per_rule = int(np.bincount(self._row_rule).max())
+        counts = np.bincount(self._row_rule, minlength=len(self._rules))
+        if np.any(np.diff(self._row_rule) < 0) or not counts.all():
+            raise RetrievalError(
+                f"{directory}: the index rows are not grouped by rule in pack order; rebuild it "
+                "with `sca rules build --rebuild`"
+            )
+        # Each rule owns a contiguous block of rows (see _rows), in rule_texts order.
+        self._row_count = counts
+        self._row_start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        self._strategy: VectorStrategy = manifest.strategy
         self._categories = {rule.category for rule in pack.rules}
         self._hnsw_ef_search = hnsw_ef_search
 
@@ -174,6 +184,8 @@ class RuleIndex:
             if not rebuild:
                 try:
                     index, rows, manifest = read_index_files(directory, spec)
+                    if rows != owners:
+                        raise IndexUnusable("corrupt", "its rows do not match the pack's rules")
                 except IndexUnusable as problem:
                     because = str(problem)
                     level = logging.INFO if problem.state == "missing" else logging.WARNING
@@ -263,22 +275,78 @@ class RuleIndex:
         keep = None
         if wanted is not None:
             keep = np.fromiter((r.category in wanted for r in self._rules), dtype=bool)
-        # A rule can own several rows and the filter can drop rules, so search wider than k and
-        # widen again for the queries that still lack results.
-        fetch = min(total, max(16, 2 * k * self._rows_per_rule))
+        # Rules own several rows and the filter drops rules, so search wider than k, and widen
+        # again for the queries whose top k is not settled yet.
+        fetch = min(total, max(16, 2 * k * int(self._row_count.max())))
         results: list[list[RetrievedRule]] = [[] for _ in range(len(vectors))]
         pending = list(range(len(vectors)))
         while pending:
             scores, rows = self._search(vectors[pending], fetch)
-            still_short = []
+            unsettled = []
             for i, query in enumerate(pending):
-                hits, exhausted = self._best_rules(scores[i], rows[i], k, keep, min_score)
+                hits, settled = self._top_rules(
+                    vectors[query], scores[i], rows[i], k, keep, min_score, fetch >= total
+                )
                 results[query] = hits
-                if len(hits) < k and not exhausted and fetch < total:
-                    still_short.append(query)
-            pending = still_short
+                if not settled:
+                    unsettled.append(query)
+            pending = unsettled
             fetch = min(total, fetch * 4)
         return results
+
+    def _top_rules(
+        self,
+        query: np.ndarray,
+        scores: np.ndarray,
+        rows: np.ndarray,
+        k: int,
+        keep: np.ndarray | None,
+        min_score: float | None,
+        complete: bool,
+    ) -> tuple[list[RetrievedRule], bool]:
+        """The best ``k`` rules among those owning the fetched rows (sorted by score), and whether
+        that answer is final.
+
+        A rule none of whose rows was fetched has every row below the last fetched score, the
+        floor, so its score (a max or a mean of its rows) is below the floor too: candidates
+        scoring at least the floor are certainly ranked right.
+        """
+        found = rows >= 0  # HNSW pads with -1 when it runs out of rows
+        floor = float(scores[found][-1]) if found.any() and found.all() and not complete else -2.0
+        best_row_score: dict[int, float] = {}
+        for score, row in zip(scores[found].tolist(), rows[found].tolist(), strict=True):
+            position = int(self._row_rule[row])
+            if position not in best_row_score and (keep is None or keep[position]):
+                best_row_score[position] = score
+        if self._strategy == "hybrid":
+            exact = self._exact_scores(query, list(best_row_score))
+            ranked = list(zip(exact, best_row_score, strict=True))
+        else:  # a rule's score is its best row's, already exact
+            ranked = [(score, position) for position, score in best_row_score.items()]
+        ranked.sort(key=lambda pair: -pair[0])
+        threshold = floor if min_score is None else max(floor, min_score)
+        certain = [(score, position) for score, position in ranked if score >= threshold]
+        settled = (
+            complete
+            or not found.all()
+            or len(certain) >= k
+            or (min_score is not None and floor < min_score)
+        )
+        hits = [
+            RetrievedRule(rule=self._rules[position], score=score, rank=rank)
+            for rank, (score, position) in enumerate(certain[:k], start=1)
+        ]
+        return hits, settled
+
+    def _exact_scores(self, query: np.ndarray, positions: list[int]) -> list[float]:
+        """Scores of these rules from all of their rows, not only the fetched ones."""
+        if not positions:
+            return []
+        starts, counts = self._row_start[positions], self._row_count[positions]
+        rows = np.concatenate([np.arange(s, s + c) for s, c in zip(starts, counts, strict=True)])
+        similarities = self._index.reconstruct_batch(rows) @ query
+        bounds = np.cumsum(counts)[:-1]
+        return [rule_score(block, self._strategy) for block in np.split(similarities, bounds)]
 
     def _check_arguments(
         self, k: int, categories: str | Iterable[str] | None, min_score: float | None
@@ -312,32 +380,6 @@ class RuleIndex:
             return self._index.search(vectors, fetch, params=params)
         return self._index.search(vectors, fetch)
 
-    def _best_rules(
-        self,
-        scores: np.ndarray,
-        rows: np.ndarray,
-        k: int,
-        keep: np.ndarray | None,
-        min_score: float | None,
-    ) -> tuple[list[RetrievedRule], bool]:
-        """Up to ``k`` distinct rules from rows sorted by score; ``exhausted`` is True when no
-        further row could qualify (below ``min_score``)."""
-        hits: list[RetrievedRule] = []
-        seen: set[int] = set()
-        for score, row in zip(scores.tolist(), rows.tolist(), strict=True):
-            if row < 0:  # HNSW pads with -1 when it finds fewer rows than asked
-                continue
-            if min_score is not None and score < min_score:
-                return hits, True
-            position = int(self._row_rule[row])
-            if position in seen or (keep is not None and not keep[position]):
-                continue
-            seen.add(position)
-            hits.append(RetrievedRule(rule=self._rules[position], score=score, rank=len(hits) + 1))
-            if len(hits) == k:
-                break
-        return hits, False
-
 
 def open_index(
     pack: RulePack | str | os.PathLike[str],
@@ -349,7 +391,7 @@ def open_index(
 ) -> RuleIndex:
     """Load a pack (name, folder or :class:`RulePack`) and open its index, building it if needed.
 
-    ``options`` are :class:`IndexConfig` fields (``strategy="concat"``, ``index_dir=...``), an
+    ``options`` are :class:`IndexConfig` fields (``strategy="multi"``, ``index_dir=...``), an
     alternative to passing ``config``.
     """
     if options:

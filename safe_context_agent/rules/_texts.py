@@ -1,21 +1,43 @@
-"""Which texts of a rule are embedded: the retrieval strategy."""
+"""Which texts of a rule are embedded, and how a rule's score comes from its rows: the strategy."""
 
 from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
+
 from safe_context_agent.rules._schema import Rule
 
-__all__ = ["VectorStrategy", "rule_texts"]
+__all__ = ["VectorStrategy", "rule_score", "rule_texts"]
 
-VectorStrategy = Literal["multi", "concat"]
-"""``multi``: one vector for title + statement and one per example; a rule scores the best of its
-vectors. ``concat``: one vector per rule, from all of those texts joined."""
+VectorStrategy = Literal["hybrid", "multi", "concat"]
+"""How a rule is embedded and scored against a query (similarities are cosines):
+
+* ``concat``: one vector for the whole rule (title, statement, examples joined);
+* ``multi``: one vector for title + statement and one per example; the rule scores its best;
+* ``hybrid`` (default): the mean of the two above. ``concat`` keeps the rule's overall topic,
+  ``multi`` catches a request that closely matches one example; on the built-in packs the mean
+  retrieved at least as well as the better of the two (docs/rule-packs.md has the figures).
+"""
 
 
 def rule_texts(rule: Rule, strategy: VectorStrategy) -> list[str]:
-    """The texts to embed for ``rule``; each becomes one row of the index."""
+    """The texts to embed for ``rule``, one index row each (for ``hybrid``: the whole rule first,
+    then title + statement, then each example)."""
     head = f"{rule.title}. {rule.statement}"
+    parts = [head, *rule.allowed, *rule.disallowed]
     if strategy == "multi":
-        return [head, *rule.allowed, *rule.disallowed]
-    return [" ".join([head, *rule.allowed, *rule.disallowed])]
+        return parts
+    whole = " ".join(parts)
+    if strategy == "concat":
+        return [whole]
+    return [whole, *parts]
+
+
+def rule_score(similarities: np.ndarray, strategy: VectorStrategy) -> float:
+    """A rule's score from the similarities of its rows, in :func:`rule_texts` order."""
+    if strategy == "multi":
+        return float(similarities.max())
+    if strategy == "concat":
+        return float(similarities[0])
+    return float((similarities[0] + similarities[1:].max()) / 2)

@@ -39,12 +39,14 @@ def test_importing_the_rules_api_loads_no_ml_library() -> None:
 
 
 @pytest.fixture(scope="module")
-def builtin_indexes(embedder, tmp_path_factory) -> dict[str, RuleIndex]:
+def builtin_indexes(embedder, request) -> dict[str, RuleIndex]:
+    """Indexes of the shipped packs, kept in pytest's cache folder between runs: embedding
+    ~1,300 texts takes minutes on a busy CPU, and reopening is checked like any other open
+    (pack hash, model fingerprint, checksums), so a stale one is rebuilt."""
+    root = request.config.cache.mkdir("sca-rule-indexes")
     return {
         name: RuleIndex.open(
-            load_rule_pack(name),
-            IndexConfig(index_dir=tmp_path_factory.mktemp(name)),
-            embedder=embedder,
+            load_rule_pack(name), IndexConfig(index_dir=root / name), embedder=embedder
         )
         for name in BUILTIN
     }

@@ -70,7 +70,7 @@ def test_build_then_stats_then_search_json(mini_pack_dir: Path, tmp_path: Path, 
     built = _run("build", str(mini_pack_dir), "--index-dir", index_dir)
     assert built.exit_code == 0, built.output
     assert built.stdout.startswith("built (missing: no manifest.json in ")
-    assert "9 rules, 31 vectors, flat index, strategy multi" in built.stdout
+    assert "9 rules, 40 vectors, flat index, strategy hybrid" in built.stdout
 
     again = _run("build", str(mini_pack_dir), "--index-dir", index_dir)
     assert again.stdout.startswith("loaded: pack 'mini'")
@@ -78,7 +78,7 @@ def test_build_then_stats_then_search_json(mini_pack_dir: Path, tmp_path: Path, 
     assert forced.stdout.startswith("built (rebuild requested)")
 
     stats = json.loads(_run("stats", str(mini_pack_dir), "--index-dir", index_dir, "--json").stdout)
-    assert stats["index"]["state"] == "fresh" and stats["index"]["vectors"] == 31
+    assert stats["index"]["state"] == "fresh" and stats["index"]["vectors"] == 40
 
     found = _run(
         "search", str(mini_pack_dir), "how do I kill a stuck process?", "--k", "2",

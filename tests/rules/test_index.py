@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import faiss
-import numpy as np
 import pytest
 
 from safe_context_agent.errors import RetrievalError
@@ -86,7 +85,8 @@ def test_first_open_builds_and_second_open_loads_without_embedding(
     pack = load_rule_pack(mini_pack_dir)
     first = RuleIndex.open(pack, embedder=counting)
     assert first.built_because is not None and first.built_because.startswith("missing")
-    assert counting.texts == first.manifest.n_vectors == 31  # 9 rules: 9 heads + 22 examples
+    # 9 rules: (hybrid) 9 whole-rule texts + 9 title/statement + 22 examples
+    assert counting.texts == first.manifest.n_vectors == 40
     assert first.directory.parent == private_cache / "indexes"
 
     counting.texts = 0
@@ -114,7 +114,7 @@ def test_index_folder_holds_faiss_json_and_a_manifest_that_checks_them(
     assert manifest["embedding_model"] == DEFAULT_EMBEDDING_MODEL
     assert manifest["model_fingerprint"] == memo_embedder.fingerprint
     assert manifest["dimension"] == 384 and manifest["faiss_version"] == faiss.__version__
-    assert manifest["index_kind"] == "flat" and manifest["strategy"] == "multi"
+    assert manifest["index_kind"] == "flat" and manifest["strategy"] == "hybrid"
     rows = json.loads((tmp_path / "ix" / "rows.json").read_text())["rule_ids"]
     assert (
         len(rows)
@@ -130,7 +130,7 @@ def test_rebuild_flag_rebuilds_a_fresh_index(mini_pack_dir, counting, tmp_path) 
     open_index(mini_pack_dir, embedder=counting, index_dir=tmp_path)
     counting.texts = 0
     again = open_index(mini_pack_dir, embedder=counting, index_dir=tmp_path, rebuild=True)
-    assert again.built_because == "rebuild requested" and counting.texts == 31
+    assert again.built_because == "rebuild requested" and counting.texts == 40
 
 
 # --- stale and corrupt indexes are detected and rebuilt ------------------------------------------
@@ -153,7 +153,7 @@ def test_editing_a_rule_makes_the_index_stale(pack_copy, counting, tmp_path) -> 
     after = open_index(pack_copy, embedder=counting, index_dir=index_dir)
     assert after.built_because is not None
     assert after.built_because.startswith("stale: pack_hash changed from")
-    assert counting.texts == 31  # the whole pack re-embedded
+    assert counting.texts == 40  # the whole pack re-embedded
     assert _ids(after.consult(query, k=1)) == ["privacy.no-doxxing"]
 
 
@@ -171,7 +171,7 @@ def test_switching_strategy_in_one_folder_is_stale(mini_pack_dir, memo_embedder,
     concat = open_index(
         mini_pack_dir, embedder=memo_embedder, index_dir=tmp_path, strategy="concat"
     )
-    assert concat.built_because == "stale: strategy changed from 'multi' to 'concat'"
+    assert concat.built_because == "stale: strategy changed from 'hybrid' to 'concat'"
     assert concat.manifest.n_vectors == 9
 
 
@@ -217,7 +217,7 @@ def test_flipped_bytes_in_the_index_are_caught_and_rebuilt(
     assert after.built_because == (
         f"corrupt: {tmp_path / 'index.faiss'} does not match its checksum in the manifest"
     )
-    assert counting.texts == 31
+    assert counting.texts == 40
     assert "corrupt" in caplog.text and "building" in caplog.text
     assert [_ids(after.consult(q)) for q, _ in RANKING_CASES[:3]] == expected
 
@@ -292,12 +292,43 @@ def test_consult_ranks_the_right_rule_first(mini_index, query, expected) -> None
     assert len(set(_ids(hits))) == 3
 
 
-def test_concat_strategy_ranks_the_right_rule_first_too(
-    mini_pack_dir, memo_embedder, tmp_path
+@pytest.mark.parametrize("strategy", ["multi", "concat"])
+def test_other_strategies_rank_the_right_rule_first_too(
+    mini_pack_dir, memo_embedder, tmp_path, strategy
 ) -> None:
-    index = open_index(mini_pack_dir, embedder=memo_embedder, index_dir=tmp_path, strategy="concat")
+    index = open_index(mini_pack_dir, embedder=memo_embedder, index_dir=tmp_path, strategy=strategy)
     firsts = [_ids(index.consult(q, k=1))[0] for q, _ in RANKING_CASES]
     assert firsts == [expected for _, expected in RANKING_CASES]
+
+
+def _brute_force(pack, embedder, query: str, strategy: str) -> list[tuple[str, float]]:
+    """Every rule scored from scratch, written out independently of the index code."""
+    q = embedder.encode([query])[0]
+    scored = []
+    for rule in pack.rules:
+        head = embedder.encode([f"{rule.title}. {rule.statement}"])[0] @ q
+        examples = embedder.encode([*rule.allowed, *rule.disallowed]) @ q
+        whole_text = " ".join([f"{rule.title}. {rule.statement}", *rule.allowed, *rule.disallowed])
+        whole = embedder.encode([whole_text])[0] @ q
+        best = max(head, examples.max())
+        score = {"multi": best, "concat": whole, "hybrid": (whole + best) / 2}[strategy]
+        scored.append((rule.id, float(score)))
+    return sorted(scored, key=lambda pair: -pair[1])
+
+
+@pytest.mark.parametrize("strategy", ["hybrid", "multi", "concat"])
+def test_full_ranking_equals_brute_force(mini_pack_dir, memo_embedder, tmp_path, strategy) -> None:
+    """Searching a few rows and widening must give exactly the exhaustive ranking."""
+    index = open_index(mini_pack_dir, embedder=memo_embedder, index_dir=tmp_path, strategy=strategy)
+    for query, _ in RANKING_CASES[:4]:
+        expected = _brute_force(index.pack, memo_embedder, query, strategy)
+        for k in (1, 3, 9):
+            hits = index.consult(query, k=k)
+            assert _ids(hits) == [rule_id for rule_id, _ in expected[:k]]
+            assert [h.score for h in hits] == pytest.approx([s for _, s in expected[:k]], abs=1e-5)
+        filtered = index.consult(query, k=3, categories=["benign_sensitive", "weapons"])
+        allowed = {"benign.technical-homonyms", "benign.history", "weapons.no-manufacture"}
+        assert _ids(filtered) == [rule_id for rule_id, _ in expected if rule_id in allowed]
 
 
 def test_hnsw_index_above_the_threshold_agrees_with_flat(
@@ -400,15 +431,3 @@ def test_bad_arguments_are_clear_errors(mini_index, call, message) -> None:
     with pytest.raises(RetrievalError) as caught:
         call(mini_index)
     assert str(caught.value) == message
-
-
-def test_scores_are_cosine_similarities(mini_index, embedder) -> None:
-    """Inner product over unit vectors: the score equals the cosine of query and best text."""
-    query = "how do I kill a python process"
-    hit = mini_index.consult(query, k=1)[0]
-    from safe_context_agent.rules._texts import rule_texts
-
-    texts = rule_texts(hit.rule, "multi")
-    q, t = embedder.encode([query]), embedder.encode(texts)
-    assert np.linalg.norm(t, axis=1) == pytest.approx(1.0, abs=1e-5)
-    assert hit.score == pytest.approx(float((t @ q[0]).max()), abs=1e-4)
