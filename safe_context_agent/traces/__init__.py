@@ -1,6 +1,6 @@
 """Traces: the record of every agent run (schema), where they are written (sinks), how they are read."""
 
-from safe_context_agent.traces._export import ExportReport, export_traces
+from safe_context_agent.traces._export import ExportReport, export_features, export_traces
 from safe_context_agent.traces._reader import (
     SkippedRecord,
     TraceReadReport,
@@ -52,6 +52,7 @@ __all__ = [
     "TraceReadReport",
     "TraceReadResult",
     "TraceSink",
+    "export_features",
     "export_traces",
     "group_traces",
     "new_trace_id",

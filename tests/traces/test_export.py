@@ -15,10 +15,11 @@ from safe_context_agent.traces import (
     JsonlTraceSink,
     SqliteTraceSink,
     Trace,
+    export_features,
     export_traces,
     read_traces,
 )
-from safe_context_agent.traces._export import COLUMNS, export_features
+from safe_context_agent.traces._export import COLUMNS
 
 datasets = pytest.importorskip("datasets")
 
