@@ -420,3 +420,52 @@ def test_safe_sink_awrite_from_many_coroutines(tmp_path: Path) -> None:
         asyncio.run(run_all(sink))
     assert (sink.written, sink.errors) == (64, 0)
     assert sorted(stored_ids(path)) == sorted(t.trace_id for t in traces)
+
+
+class _Interrupted(BaseException):
+    """Stands in for a KeyboardInterrupt that hits the thread running a flush."""
+
+
+def test_callers_in_an_interrupted_flush_get_an_error_not_a_silent_success() -> None:
+    from safe_context_agent.traces._sinks import _GroupCommit
+
+    first_flush_running, release_first = threading.Event(), threading.Event()
+    batches: list[list[str]] = []
+
+    def flush(items: list[str]) -> list[BaseException | None]:
+        batches.append(items)
+        if items == ["first"]:
+            first_flush_running.set()
+            release_first.wait(5)
+            return [None]
+        raise _Interrupted
+
+    commit = _GroupCommit(flush)
+    outcomes: dict[str, str] = {}
+
+    def submit(item: str) -> None:
+        try:
+            commit.submit(item)
+            outcomes[item] = "stored"
+        except TraceError as exc:
+            outcomes[item] = str(exc)
+        except _Interrupted:
+            outcomes[item] = "interrupted"
+
+    threads = {name: threading.Thread(target=submit, args=(name,)) for name in ("first", "a", "b")}
+    threads["first"].start()
+    assert first_flush_running.wait(5)
+    threads["a"].start()
+    threads["b"].start()
+    while len(commit._queue) < 2:  # both queued behind the running flush
+        threading.Event().wait(0.001)
+    release_first.set()
+    for thread in threads.values():
+        thread.join(5)
+    assert batches == [["first"], ["a", "b"]]
+    assert outcomes["first"] == "stored"
+    # Whichever of a and b led the second flush saw the interrupt; the other must not pass.
+    assert sorted(outcomes[name] for name in ("a", "b")) == [
+        "interrupted",
+        "the flush carrying this trace was interrupted; it may not be stored",
+    ]
