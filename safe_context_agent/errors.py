@@ -7,7 +7,9 @@ anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 __all__ = [
+    "AgentRunError",
     "ConfigError",
+    "ModelCallError",
     "ModelPrepareError",
     "RetrievalError",
     "RulePackError",
@@ -43,3 +45,16 @@ class ServeError(SafeContextError):
 
 class TraceError(SafeContextError):
     """A trace file or record is malformed: the message names the file, the record and the field."""
+
+
+class ModelCallError(SafeContextError):
+    """The model endpoint could not be reached or rejected the request (dead server, bad model name,
+    prompt longer than the served context)."""
+
+
+class AgentRunError(SafeContextError):
+    """An agent run ended in an error; its trace (outcome ``error``) was written before this is raised."""
+
+    def __init__(self, message: str, *, trace_id: str | None = None) -> None:
+        super().__init__(message)
+        self.trace_id = trace_id

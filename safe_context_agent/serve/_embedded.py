@@ -115,6 +115,10 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _template_sha256() -> str:
+    return hashlib.sha256(embedded_chat_template().encode("utf-8")).hexdigest()
+
+
 def verify_model_folder(folder: Path) -> ModelManifest | None:
     """The folder's manifest if every listed file exists with its recorded checksum, else ``None``."""
     manifest_path = folder / MANIFEST_NAME
@@ -124,18 +128,27 @@ def verify_model_folder(folder: Path) -> ModelManifest | None:
         manifest = ModelManifest.model_validate_json(manifest_path.read_text(encoding="utf-8"))
     except ValueError:
         return None
-    if (
-        manifest.files.get(CHAT_TEMPLATE_FILE)
-        != hashlib.sha256(embedded_chat_template().encode("utf-8")).hexdigest()
-    ):
-        logger.warning("model cache %s: chat template is out of date", folder)
-        return None
     for name, expected in manifest.files.items():
         file = folder / name
         if not file.is_file() or _sha256(file) != expected:
             logger.warning("model cache %s: %s is missing or corrupted", folder, name)
             return None
     return manifest
+
+
+def _refresh_chat_template(folder: Path, manifest: ModelManifest) -> ModelManifest:
+    """Bring the folder's copy of the chat template up to date without reconverting the weights."""
+    if manifest.files.get(CHAT_TEMPLATE_FILE) == _template_sha256():
+        return manifest
+    logger.info("model cache %s: updating its chat template", folder)
+    (folder / CHAT_TEMPLATE_FILE).write_text(embedded_chat_template(), encoding="utf-8")
+    updated = manifest.model_copy(
+        update={"files": {**manifest.files, CHAT_TEMPLATE_FILE: _template_sha256()}}
+    )
+    tmp = folder / f"{MANIFEST_NAME}.tmp"
+    tmp.write_text(updated.model_dump_json(indent=2), encoding="utf-8")
+    tmp.replace(folder / MANIFEST_NAME)
+    return updated
 
 
 @contextlib.contextmanager
@@ -196,7 +209,9 @@ def prepare_embedded_model(*, force: bool = False) -> Path:
     """
     target = embedded_model_dir()
     with _exclusive_lock(target.parent / f".{target.name}.lock"):
-        if not force and verify_model_folder(target) is not None:
+        manifest = None if force else verify_model_folder(target)
+        if manifest is not None:
+            _refresh_chat_template(target, manifest)
             return target
         gguf = find_embedded_gguf()
         started = time.monotonic()

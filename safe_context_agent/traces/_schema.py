@@ -38,7 +38,6 @@ FormatErrorKind = Literal[
     "missing_query",
     "bad_arguments",
     "call_without_tools",
-    "budget_exhausted",
 ]
 
 

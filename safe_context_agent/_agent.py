@@ -1,0 +1,201 @@
+"""``SafeContextAgent``: the compiled graph behind a small, typed API."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.messages import AnyMessage, HumanMessage
+from langchain_core.runnables import RunnableConfig
+
+from safe_context_agent.config import AgentConfig
+from safe_context_agent.graph import (
+    STREAM_TOKENS_KEY,
+    AgentResources,
+    ModelClient,
+    RunInput,
+    build_graph,
+)
+
+__all__ = ["AgentResult", "SafeContextAgent"]
+
+Prompt = str | Sequence[AnyMessage]
+
+
+@dataclass(frozen=True)
+class AgentResult:
+    """What one run produced. The full record is the trace, written to the configured sink."""
+
+    answer: str
+    consulted: bool
+    rule_ids: list[str]
+    trace_id: str
+    messages: list[AnyMessage]
+
+
+class SafeContextAgent:
+    """An agent that answers directly when a request is plainly fine and consults the rules when
+    unsure (ASCL, arXiv 2602.13562).
+
+    >>> agent = SafeContextAgent(AgentConfig(base_url="http://127.0.0.1:8000/v1"))  # doctest: +SKIP
+    >>> agent.invoke("How do I kill a zombie process?").answer  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        config: AgentConfig | None = None,
+        *,
+        sink: Any = None,
+        client: ModelClient | None = None,
+        retriever: Any = None,
+        checkpointer: Any = None,
+    ) -> None:
+        self.config = config or AgentConfig()
+        self.resources = AgentResources(self.config, sink=sink, retriever=retriever)
+        self.graph = build_graph(
+            self.config, client=client, resources=self.resources, checkpointer=checkpointer
+        )
+
+    # -- inputs and outputs -------------------------------------------------------------------
+    @staticmethod
+    def _input(prompt: Prompt, run: RunInput | None) -> dict[str, Any]:
+        messages = [HumanMessage(content=prompt)] if isinstance(prompt, str) else list(prompt)
+        return {"messages": messages, "run": dict(run or {})}
+
+    @staticmethod
+    def _config(
+        thread_id: str | None, stream_tokens: bool = False, max_concurrency: int | None = None
+    ) -> RunnableConfig:
+        configurable: dict[str, Any] = {}
+        if thread_id is not None:
+            configurable["thread_id"] = thread_id
+        if stream_tokens:
+            configurable[STREAM_TOKENS_KEY] = True
+        config: RunnableConfig = {"configurable": configurable}
+        if max_concurrency is not None:
+            config["max_concurrency"] = max_concurrency
+        return config
+
+    @staticmethod
+    def _result(state: dict[str, Any]) -> AgentResult:
+        return AgentResult(
+            answer=state.get("answer") or "",
+            consulted=bool(state.get("consulted")),
+            rule_ids=list(state.get("rule_ids") or []),
+            trace_id=state.get("trace_id") or "",
+            messages=list(state.get("messages") or []),
+        )
+
+    def prepare(self) -> None:
+        """Open the rule index now instead of on the first consultation (it loads the embedder)."""
+        if self.config.mode != "never":
+            _ = self.resources.retriever
+
+    # -- single runs ----------------------------------------------------------------------------
+    def invoke(
+        self, prompt: Prompt, *, thread_id: str | None = None, run: RunInput | None = None
+    ) -> AgentResult:
+        """Run once. ``thread_id`` continues a conversation when a checkpointer was given."""
+        return self._result(self.graph.invoke(self._input(prompt, run), self._config(thread_id)))
+
+    async def ainvoke(
+        self, prompt: Prompt, *, thread_id: str | None = None, run: RunInput | None = None
+    ) -> AgentResult:
+        return self._result(
+            await self.graph.ainvoke(self._input(prompt, run), self._config(thread_id))
+        )
+
+    def stream(
+        self,
+        prompt: Prompt,
+        *,
+        thread_id: str | None = None,
+        run: RunInput | None = None,
+        tokens: bool = True,
+    ) -> Iterator[tuple[str, Any]]:
+        """Yield ``("updates", {node: update})`` after each node and, with ``tokens``,
+        ``("custom", {"type": "token", "turn": i, "text": ...})`` as the model writes."""
+        modes = ["updates", "custom"] if tokens else ["updates"]
+        yield from self.graph.stream(
+            self._input(prompt, run),
+            self._config(thread_id, stream_tokens=tokens),
+            stream_mode=modes,
+        )
+
+    async def astream(
+        self,
+        prompt: Prompt,
+        *,
+        thread_id: str | None = None,
+        run: RunInput | None = None,
+        tokens: bool = True,
+    ) -> AsyncIterator[tuple[str, Any]]:
+        modes = ["updates", "custom"] if tokens else ["updates"]
+        async for item in self.graph.astream(
+            self._input(prompt, run),
+            self._config(thread_id, stream_tokens=tokens),
+            stream_mode=modes,
+        ):
+            yield item
+
+    # -- many runs ------------------------------------------------------------------------------
+    def batch(
+        self,
+        prompts: Sequence[Prompt],
+        *,
+        runs: Sequence[RunInput] | None = None,
+        max_concurrency: int = 8,
+        return_exceptions: bool = False,
+    ) -> list[AgentResult | BaseException]:
+        """Run many prompts on a thread pool, at most ``max_concurrency`` at once, results in order."""
+        inputs = self._batch_inputs(prompts, runs)
+
+        def one(item: dict[str, Any]) -> AgentResult | BaseException:
+            try:
+                return self._result(self.graph.invoke(item, self._config(None)))
+            except Exception as exc:
+                if not return_exceptions:
+                    raise
+                return exc
+
+        with ThreadPoolExecutor(max_workers=max(1, max_concurrency)) as pool:
+            return list(pool.map(one, inputs))
+
+    async def abatch(
+        self,
+        prompts: Sequence[Prompt],
+        *,
+        runs: Sequence[RunInput] | None = None,
+        max_concurrency: int = 8,
+        return_exceptions: bool = False,
+    ) -> list[AgentResult | BaseException]:
+        """Run many prompts concurrently on the event loop, at most ``max_concurrency`` at once."""
+        inputs = self._batch_inputs(prompts, runs)
+        gate = asyncio.Semaphore(max(1, max_concurrency))
+
+        async def one(item: dict[str, Any]) -> AgentResult:
+            async with gate:
+                return self._result(await self.graph.ainvoke(item, self._config(None)))
+
+        return list(
+            await asyncio.gather(
+                *(one(item) for item in inputs), return_exceptions=return_exceptions
+            )
+        )
+
+    def _batch_inputs(
+        self, prompts: Sequence[Prompt], runs: Sequence[RunInput] | None
+    ) -> list[dict[str, Any]]:
+        if runs is not None and len(runs) != len(prompts):
+            raise ValueError(f"runs has {len(runs)} entries for {len(prompts)} prompts")
+        return [
+            self._input(p, runs[i] if runs is not None else None) for i, p in enumerate(prompts)
+        ]
+
+
+def new_group_id() -> str:
+    return uuid.uuid4().hex[:16]

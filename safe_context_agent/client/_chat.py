@@ -1,0 +1,298 @@
+"""Calls to the OpenAI-compatible endpoint and what comes back from one model turn.
+
+The ``openai`` SDK does the transport (its own timeouts and retries); vLLM's extras
+(``return_token_ids``, logprobs) travel in ``extra_body`` and come back as extra fields, which
+:func:`reply_from_response` and :class:`_StreamAssembler` turn into a :class:`ModelReply`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+
+from safe_context_agent.client._parse import find_text_tool_calls
+from safe_context_agent.config import AgentConfig
+from safe_context_agent.errors import ModelCallError
+from safe_context_agent.traces import ToolCallRecord
+
+__all__ = ["ChatClient", "ModelReply", "TokenCallback", "reply_from_response"]
+
+TokenCallback = Callable[[str], None]
+
+
+@dataclass
+class ModelReply:
+    """One sampled completion with the ids and logprobs the server reported."""
+
+    content: str | None
+    tool_calls: list[ToolCallRecord]
+    text_call_errors: list[tuple[str, str]]
+    """(raw block, error) for ``<tool_call>`` text that could not be parsed."""
+    finish_reason: str | None
+    prompt_token_ids: list[int] | None
+    completion_token_ids: list[int] | None
+    logprobs: list[float] | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    latency_s: float
+    raw_message: dict[str, Any] = field(default_factory=dict)
+    """The assistant message in OpenAI wire form, to send back on the next turn verbatim."""
+
+
+def _assistant_message(content: str | None, server_calls: list[dict[str, Any]]) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": content or ""}
+    if server_calls:
+        message["tool_calls"] = server_calls
+    return message
+
+
+def _finish_reply(
+    content: str | None,
+    server_calls: list[dict[str, Any]],
+    finish_reason: str | None,
+    prompt_ids: list[int] | None,
+    completion_ids: list[int] | None,
+    logprobs: list[float] | None,
+    usage: dict[str, Any] | None,
+    latency_s: float,
+) -> ModelReply:
+    calls = [
+        ToolCallRecord(
+            id=call.get("id") or f"call_{index}",
+            name=call["function"]["name"],
+            arguments=call["function"].get("arguments") or "{}",
+            parsed_by="server",
+        )
+        for index, call in enumerate(server_calls)
+    ]
+    errors: list[tuple[str, str]] = []
+    if not calls:
+        for index, text_call in enumerate(find_text_tool_calls(content)):
+            if text_call.error is not None:
+                errors.append((text_call.raw, text_call.error))
+            else:
+                assert text_call.name is not None and text_call.arguments is not None
+                calls.append(
+                    ToolCallRecord(
+                        id=f"text_call_{index}",
+                        name=text_call.name,
+                        arguments=text_call.arguments,
+                        parsed_by="fallback",
+                    )
+                )
+    return ModelReply(
+        content=content,
+        tool_calls=calls,
+        text_call_errors=errors,
+        finish_reason=finish_reason,
+        prompt_token_ids=prompt_ids,
+        completion_token_ids=completion_ids,
+        logprobs=logprobs,
+        prompt_tokens=(usage or {}).get("prompt_tokens"),
+        completion_tokens=(usage or {}).get("completion_tokens"),
+        latency_s=latency_s,
+        raw_message=_assistant_message(content, server_calls),
+    )
+
+
+def reply_from_response(raw: dict[str, Any], latency_s: float) -> ModelReply:
+    """Build a :class:`ModelReply` from a non-streamed chat completion (``model_dump()`` form)."""
+    choice = raw["choices"][0]
+    message = choice.get("message") or {}
+    logprob_entries = (choice.get("logprobs") or {}).get("content")
+    server_calls = [
+        {"id": c.get("id"), "type": "function", "function": dict(c["function"])}
+        for c in message.get("tool_calls") or []
+    ]
+    return _finish_reply(
+        content=message.get("content"),
+        server_calls=server_calls,
+        finish_reason=choice.get("finish_reason"),
+        prompt_ids=raw.get("prompt_token_ids"),
+        completion_ids=choice.get("token_ids"),
+        logprobs=[e["logprob"] for e in logprob_entries] if logprob_entries is not None else None,
+        usage=raw.get("usage"),
+        latency_s=latency_s,
+    )
+
+
+class _StreamAssembler:
+    """Accumulates streamed chunks into the same :class:`ModelReply` a plain request gives."""
+
+    def __init__(self, on_token: TokenCallback) -> None:
+        self.on_token = on_token
+        self.content: list[str] = []
+        self.calls: dict[int, dict[str, Any]] = {}
+        self.prompt_ids: list[int] | None = None
+        self.completion_ids: list[int] = []
+        self.logprobs: list[float] = []
+        self.saw_ids = False
+        self.saw_logprobs = False
+        self.finish_reason: str | None = None
+        self.usage: dict[str, Any] | None = None
+
+    def add(self, chunk: dict[str, Any]) -> None:
+        if chunk.get("prompt_token_ids") is not None:
+            self.prompt_ids = chunk["prompt_token_ids"]
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            text = delta.get("content")
+            if text:
+                self.content.append(text)
+                self.on_token(text)
+            for call in delta.get("tool_calls") or []:
+                slot = self.calls.setdefault(
+                    call.get("index", 0),
+                    {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
+                )
+                slot["id"] = call.get("id") or slot["id"]
+                function = call.get("function") or {}
+                slot["function"]["name"] += function.get("name") or ""
+                slot["function"]["arguments"] += function.get("arguments") or ""
+            if choice.get("token_ids") is not None:
+                self.saw_ids = True
+                self.completion_ids.extend(choice["token_ids"])
+            entries = (choice.get("logprobs") or {}).get("content")
+            if entries is not None:
+                self.saw_logprobs = True
+                self.logprobs.extend(e["logprob"] for e in entries)
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+
+    def reply(self, latency_s: float) -> ModelReply:
+        return _finish_reply(
+            content="".join(self.content) or None,
+            server_calls=[self.calls[i] for i in sorted(self.calls)],
+            finish_reason=self.finish_reason,
+            prompt_ids=self.prompt_ids,
+            completion_ids=self.completion_ids if self.saw_ids else None,
+            logprobs=self.logprobs if self.saw_logprobs else None,
+            usage=self.usage,
+            latency_s=latency_s,
+        )
+
+
+def _model_call_error(exc: openai.OpenAIError, base_url: str, model: str) -> ModelCallError:
+    if isinstance(exc, openai.APITimeoutError):
+        return ModelCallError(
+            f"the model endpoint {base_url} timed out; raise request_timeout_s or check the server"
+        )
+    if isinstance(exc, openai.APIConnectionError):
+        return ModelCallError(
+            f"cannot reach the model endpoint {base_url}; is the server running? (sca serve status)"
+        )
+    if isinstance(exc, openai.NotFoundError):
+        return ModelCallError(
+            f"the endpoint {base_url} does not serve model {model!r}: {exc.message}"
+        )
+    if isinstance(exc, openai.APIStatusError):
+        return ModelCallError(
+            f"the endpoint {base_url} rejected the request (HTTP {exc.status_code}): {exc.message}"
+        )
+    return ModelCallError(f"model call to {base_url} failed: {exc}")
+
+
+class ChatClient:
+    """Sync and async chat calls with one request shape; streaming only when a token callback is given."""
+
+    def __init__(self, config: AgentConfig, base_url: str) -> None:
+        self.config = config
+        self.base_url = base_url
+        self._sync: openai.OpenAI | None = None
+        self._async: openai.AsyncOpenAI | None = None
+
+    @property
+    def sync_client(self) -> openai.OpenAI:
+        if self._sync is None:
+            self._sync = openai.OpenAI(
+                base_url=self.base_url,
+                api_key=self.config.api_key(),
+                timeout=self.config.request_timeout_s,
+                max_retries=self.config.max_retries,
+            )
+        return self._sync
+
+    @property
+    def async_client(self) -> openai.AsyncOpenAI:
+        # One AsyncOpenAI per event loop would be stricter; the SDK's httpx pool tolerates reuse
+        # across sequential loops, and the agent creates it lazily on first async use.
+        if self._async is None:
+            self._async = openai.AsyncOpenAI(
+                base_url=self.base_url,
+                api_key=self.config.api_key(),
+                timeout=self.config.request_timeout_s,
+                max_retries=self.config.max_retries,
+            )
+        return self._async
+
+    def request(
+        self, messages: Sequence[dict[str, Any]], tools: list[dict[str, Any]] | None
+    ) -> dict[str, Any]:
+        """Keyword arguments of ``chat.completions.create`` for one model turn."""
+        sampling = self.config.sampling
+        extra: dict[str, Any] = {}
+        if self.config.return_token_ids:
+            extra["return_token_ids"] = True
+        kwargs: dict[str, Any] = {
+            "model": self.config.model,
+            "messages": list(messages),
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_tokens,
+        }
+        if sampling.seed is not None:
+            kwargs["seed"] = sampling.seed
+        if sampling.stop:
+            kwargs["stop"] = sampling.stop
+        if self.config.logprobs:
+            kwargs["logprobs"] = True
+        if tools:
+            kwargs["tools"] = tools
+            kwargs["tool_choice"] = "auto"
+        if extra:
+            kwargs["extra_body"] = extra
+        return kwargs
+
+    def complete(self, kwargs: dict[str, Any], on_token: TokenCallback | None = None) -> ModelReply:
+        started = time.perf_counter()
+        try:
+            if on_token is None:
+                raw = self.sync_client.chat.completions.create(**kwargs).model_dump()
+                return reply_from_response(raw, time.perf_counter() - started)
+            assembler = _StreamAssembler(on_token)
+            stream = self.sync_client.chat.completions.create(
+                **kwargs, stream=True, stream_options={"include_usage": True}
+            )
+            for chunk in stream:
+                assembler.add(chunk.model_dump())
+            return assembler.reply(time.perf_counter() - started)
+        except openai.OpenAIError as exc:
+            raise _model_call_error(exc, self.base_url, self.config.model) from exc
+
+    async def acomplete(
+        self, kwargs: dict[str, Any], on_token: TokenCallback | None = None
+    ) -> ModelReply:
+        started = time.perf_counter()
+        try:
+            if on_token is None:
+                response = await self.async_client.chat.completions.create(**kwargs)
+                return reply_from_response(response.model_dump(), time.perf_counter() - started)
+            assembler = _StreamAssembler(on_token)
+            stream = await self.async_client.chat.completions.create(
+                **kwargs, stream=True, stream_options={"include_usage": True}
+            )
+            async for chunk in stream:
+                assembler.add(chunk.model_dump())
+            return assembler.reply(time.perf_counter() - started)
+        except openai.OpenAIError as exc:
+            raise _model_call_error(exc, self.base_url, self.config.model) from exc
+
+    def close(self) -> None:
+        if self._sync is not None:
+            self._sync.close()

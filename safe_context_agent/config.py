@@ -1,0 +1,122 @@
+"""The agent's settings: one pydantic model, loadable from code, JSON/YAML, or the CLI's flags."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from safe_context_agent.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_SYSTEM_PROMPT",
+    "FAIL_CLOSED_NOTICE",
+    "PLAIN_SYSTEM_PROMPT",
+    "AgentConfig",
+    "SamplingParams",
+]
+
+DEFAULT_SYSTEM_PROMPT = """\
+You are a helpful assistant. For requests about weapons, drugs, hacking, violence, self-harm, \
+crime, or anything that could hurt someone, first call consult_safety_rules. Answer everyday \
+requests directly. The rules say what is fine to help with as well as what is not: when they \
+allow the request, help fully; when they do not, refuse in one or two sentences."""
+"""The ``adaptive`` mode's system prompt. Short on purpose: the embedded 135M model follows the
+few-shot turns of its chat template far more than instructions (see serve/templates)."""
+
+PLAIN_SYSTEM_PROMPT = """\
+You are a helpful assistant. Answer requests directly and helpfully. If a request would cause \
+real harm, refuse in one or two sentences."""
+"""The system prompt of the ``never`` and ``always`` modes, which offer no tool."""
+
+FAIL_CLOSED_NOTICE = (
+    "I can't check my safety guidelines right now, so I can't answer this request. "
+    "Please try again later."
+)
+
+
+class SamplingParams(BaseModel):
+    """Per-turn sampling. ``max_tokens`` is a per-model-turn budget, not per run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(default=0.0, ge=0.0, description="0 = greedy.")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(default=256, ge=1, description="Token budget of each model turn.")
+    seed: int | None = Field(default=None, description="Server-side sampling seed.")
+    stop: list[str] | None = Field(default=None)
+
+
+class AgentConfig(BaseModel):
+    """Everything that decides how the agent runs. API keys are read from the environment only."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible endpoint ending in /v1; None means the server `sca serve` started.",
+    )
+    model: str = Field(default="smollm2", description="Served model (or LoRA adapter) name.")
+    api_key_env: str = Field(
+        default="SCA_API_KEY",
+        description="Environment variable holding the endpoint's API key (vLLM needs none).",
+    )
+    sampling: SamplingParams = Field(default_factory=SamplingParams)
+    pack: str = Field(default="general", description="Built-in pack name or pack folder.")
+    embedding_model: str | None = Field(
+        default=None, description="sentence-transformers model for retrieval; None uses the pack's."
+    )
+    k: int = Field(default=3, ge=1, le=20, description="Rules returned per consultation.")
+    mode: Literal["adaptive", "never", "always"] = Field(
+        default="adaptive",
+        description="adaptive: the model decides (ASCL); never: no tool; always: rules in context before turn 1.",
+    )
+    max_consultations: int = Field(default=2, ge=0, description="Consultations allowed per run.")
+    max_model_turns: int = Field(default=4, ge=1, description="Model calls allowed per run.")
+    fail_closed: bool = Field(
+        default=True,
+        description="If retrieval fails, answer with a notice instead of answering unguarded.",
+    )
+    fail_closed_notice: str = Field(default=FAIL_CLOSED_NOTICE)
+    system_prompt: str = Field(default=DEFAULT_SYSTEM_PROMPT)
+    max_prompt_chars: int = Field(
+        default=16_000, ge=1, description="Longer user prompts are rejected before any model call."
+    )
+    request_timeout_s: float = Field(default=300.0, gt=0, description="Per request (openai SDK).")
+    max_retries: int = Field(
+        default=2, ge=0, description="openai SDK retries on connection errors."
+    )
+    return_token_ids: bool = Field(
+        default=True,
+        description="Ask vLLM for token ids (needed for training); off for other APIs.",
+    )
+    logprobs: bool = Field(default=True, description="Ask for per-token logprobs.")
+    trace_path: Path | None = Field(
+        default=None, description="Write every run's trace here (.jsonl or .sqlite)."
+    )
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> AgentConfig:
+        """Load from a ``.json`` or ``.yaml`` file; errors name the file and the field."""
+        import json
+
+        import yaml
+
+        source = Path(path)
+        try:
+            text = source.read_text(encoding="utf-8")
+            data: Any = (
+                yaml.safe_load(text) if source.suffix in {".yaml", ".yml"} else json.loads(text)
+            )
+        except (OSError, ValueError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{source}: cannot read agent config: {exc}") from exc
+        try:
+            return cls.model_validate(data)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: invalid agent config: {exc}") from exc
+
+    def api_key(self) -> str:
+        """The key from ``api_key_env``; vLLM accepts any value when it was started without one."""
+        return os.environ.get(self.api_key_env) or "EMPTY"

@@ -1,0 +1,143 @@
+"""What the graph's nodes share across runs: the endpoint, the rule index, the trace sink.
+
+The index is opened lazily (loading the embedder takes seconds, and ``never`` mode needs none) and
+once per agent, under a lock, so concurrent runs share it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from safe_context_agent.config import AgentConfig
+from safe_context_agent.errors import ConfigError
+from safe_context_agent.traces import PackRef, Trace
+
+__all__ = ["AgentResources", "TraceWriter"]
+
+logger = logging.getLogger(__name__)
+
+BASE_URL_ENV = "SCA_BASE_URL"
+
+
+class TraceWriter(Protocol):
+    def write(self, trace: Trace) -> None: ...
+
+
+class AgentResources:
+    """Lazily opened, thread-safe shared resources of one agent (or one graph)."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        sink: TraceWriter | None = None,
+        retriever: Any = None,
+    ) -> None:
+        self.config = config
+        self.sink = sink if sink is not None else _sink_from_config(config)
+        self._retriever = retriever
+        self._pack: Any = None
+        self._lock = threading.Lock()
+        self.trace_write_errors = 0
+        self.traces_written = 0
+
+    def base_url(self) -> str:
+        """``config.base_url``, else ``$SCA_BASE_URL``, else the server ``sca serve`` recorded."""
+        if self.config.base_url:
+            return self.config.base_url.rstrip("/")
+        if os.environ.get(BASE_URL_ENV):
+            return os.environ[BASE_URL_ENV].rstrip("/")
+        from safe_context_agent.serve import find_running_server
+
+        state = find_running_server()
+        if state is None:
+            raise ConfigError(
+                "no model endpoint: set base_url (or $SCA_BASE_URL), or start the embedded server with: sca serve"
+            )
+        return state.base_url
+
+    @property
+    def retriever(self) -> Any:
+        if self._retriever is None:
+            with self._lock:
+                if self._retriever is None:
+                    from safe_context_agent.rules import open_index
+
+                    options = (
+                        {"embedding_model": self.config.embedding_model}
+                        if self.config.embedding_model
+                        else {}
+                    )
+                    self._retriever = open_index(self.config.pack, **options)
+        return self._retriever
+
+    def retrieve(self, query: str, category: str | None = None) -> Sequence[Any]:
+        return self.retriever.consult(query, k=self.config.k, categories=category)
+
+    def known_category(self, category: str | None) -> str | None:
+        """The category if the pack has rules in it; an unknown one widens the search instead of failing."""
+        if not category:
+            return None
+        pack = self._loaded_pack()
+        if pack is None:
+            return None
+        return category if category in {rule.category for rule in pack.rules} else None
+
+    def _loaded_pack(self) -> Any:
+        if self._pack is None:
+            retriever_pack = getattr(self._retriever, "pack", None)
+            if retriever_pack is not None:
+                self._pack = retriever_pack
+            else:
+                try:
+                    from safe_context_agent.rules import load_rule_pack
+
+                    self._pack = load_rule_pack(self.config.pack)
+                except Exception as exc:  # the trace can do without the pack reference
+                    logger.warning(
+                        "could not load rule pack %r for the trace: %s", self.config.pack, exc
+                    )
+                    return None
+        return self._pack
+
+    def pack_ref_or_none(self) -> PackRef | None:
+        pack = self._loaded_pack()
+        if pack is None or not hasattr(pack, "manifest"):
+            return None
+        manifest = getattr(self._retriever, "manifest", None)
+        return PackRef(
+            name=pack.name,
+            version=str(pack.manifest.version),
+            content_hash=pack.content_hash,
+            embedding_model=getattr(manifest, "embedding_model", None)
+            or self.config.embedding_model
+            or pack.manifest.embedding_model,
+        )
+
+    def record(self, trace: Trace) -> None:
+        """Write the trace; a failing sink is logged and counted, never raised into the run."""
+        if self.sink is None:
+            return
+        try:
+            self.sink.write(trace)
+        except Exception:
+            self.trace_write_errors += 1
+            logger.exception(
+                "trace %s could not be written (%d write errors so far)",
+                trace.trace_id,
+                self.trace_write_errors,
+            )
+        else:
+            self.traces_written += 1
+
+
+def _sink_from_config(config: AgentConfig) -> TraceWriter | None:
+    if config.trace_path is None:
+        return None
+    from safe_context_agent.traces import open_sink  # type: ignore[attr-defined]
+
+    return open_sink(config.trace_path)

@@ -1,0 +1,140 @@
+"""The one tool the model sees, ``consult_safety_rules``, and how its calls and results look.
+
+ASCL (arXiv 2602.13562) makes consulting the safety rules an action the model chooses; this module
+defines that action's interface: the schema offered to the model, the tolerant reading of the
+arguments a small model writes, and the short rule listing returned to it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from safe_context_agent.traces import FormatErrorKind
+
+__all__ = [
+    "CONSULT_TOOL",
+    "CONSULT_TOOL_NAME",
+    "ConsultArguments",
+    "RetrievedRuleLike",
+    "Retriever",
+    "format_rules",
+    "read_consult_arguments",
+]
+
+CONSULT_TOOL_NAME = "consult_safety_rules"
+
+CONSULT_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": CONSULT_TOOL_NAME,
+        "description": (
+            "Look up the safety rules for a request you are unsure about. Returns the most "
+            "relevant rules, each with an example of what is fine and what is not."
+        ),
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "query": {
+                    "type": "string",
+                    "description": "What you are unsure about, in your own words.",
+                },
+                "category": {"type": "string", "description": "Optional rule category to search."},
+            },
+            "required": ["query"],
+        },
+    },
+}
+
+
+class _RuleLike(Protocol):
+    id: str
+    category: str
+    title: str
+    statement: str
+    allowed: list[str]
+    disallowed: list[str]
+
+
+class RetrievedRuleLike(Protocol):
+    rule: _RuleLike
+    score: float
+
+
+class Retriever(Protocol):
+    """What the consult node needs from an index (``RuleIndex`` satisfies it)."""
+
+    def consult(
+        self, query: str, k: int = 3, categories: Any = None, min_score: float | None = None
+    ) -> Sequence[RetrievedRuleLike]: ...
+
+
+@dataclass(frozen=True)
+class ConsultArguments:
+    query: str | None
+    category: str | None = None
+    error_kind: FormatErrorKind | None = None
+    error: str | None = None
+
+
+def read_consult_arguments(raw: str) -> ConsultArguments:
+    """Read a call's JSON arguments, tolerant where the intent is unambiguous.
+
+    A 135M model often names the argument ``type`` or ``description`` instead of ``query``; when
+    the object holds exactly one string value, that string is the query. Anything else without a
+    usable query is a format error the model is told about.
+    """
+    try:
+        payload = json.loads(raw) if raw.strip() else {}
+    except json.JSONDecodeError as exc:
+        return ConsultArguments(
+            None, error_kind="malformed_json", error=f"arguments are not valid JSON ({exc.msg})"
+        )
+    if isinstance(payload, str) and payload.strip():
+        return ConsultArguments(payload.strip())
+    if not isinstance(payload, dict):
+        return ConsultArguments(
+            None, error_kind="bad_arguments", error="arguments must be a JSON object"
+        )
+    category = payload.get("category") if isinstance(payload.get("category"), str) else None
+    query = payload.get("query")
+    if isinstance(query, str) and query.strip():
+        return ConsultArguments(query.strip(), category)
+    strings = [
+        v for k, v in payload.items() if k != "category" and isinstance(v, str) and v.strip()
+    ]
+    if query is None and len(strings) == 1:
+        return ConsultArguments(strings[0].strip(), category)
+    return ConsultArguments(
+        None, error_kind="missing_query", error="the 'query' argument is missing or empty"
+    )
+
+
+def format_rules(results: Sequence[RetrievedRuleLike]) -> str:
+    """The tool result: short enough for a small model, with one fine and one not-fine example each."""
+    if not results:
+        return "No rule matches closely. Most requests are fine: answer helpfully unless it is clearly harmful."
+    lines = ["Rules that may apply:"]
+    for result in results:
+        rule = result.rule
+        lines.append(f"[{rule.id}] {rule.title}: {rule.statement}")
+        if rule.allowed:
+            lines.append(f"  Fine to help: {rule.allowed[0]}")
+        if rule.disallowed:
+            lines.append(f"  Not fine: {rule.disallowed[0]}")
+    lines.append(
+        "If the request is like the fine examples, answer it fully. If it is like the not-fine ones, refuse briefly."
+    )
+    return "\n".join(lines)
+
+
+CORRECTION_TEMPLATE = (
+    "That tool call could not be used: {error}. To consult the rules reply with only "
+    '<tool_call>{{"name": "consult_safety_rules", "arguments": {{"query": "..."}}}}</tool_call>, '
+    "or answer the user directly."
+)
+UNKNOWN_TOOL_TEMPLATE = "There is no tool named {name!r}; the only tool is consult_safety_rules."
+BUDGET_NOTICE = "You have used all rule consultations for this request. Answer the user now, without calling tools."
+RULES_UNAVAILABLE = "The rules could not be retrieved. Answer carefully using your own judgement."
