@@ -1,7 +1,7 @@
 """The LangGraph state machine in which the model decides whether to consult the safety rules."""
 
 from safe_context_agent.graph._build import STREAM_TOKENS_KEY, ModelClient, build_graph
-from safe_context_agent.graph._resources import AgentResources, TraceWriter
+from safe_context_agent.graph._resources import AgentResources
 from safe_context_agent.graph._state import AgentState, RunInput, RunRecord
 from safe_context_agent.graph._tool import (
     CONSULT_TOOL,
@@ -23,7 +23,6 @@ __all__ = [
     "Retriever",
     "RunInput",
     "RunRecord",
-    "TraceWriter",
     "build_graph",
     "format_rules",
     "read_consult_arguments",

@@ -562,7 +562,7 @@ class _Nodes:
     async def afinish(self, state: AgentState) -> dict[str, Any]:
         record = _record(state)
         trace = self._trace(state, record)
-        await asyncio.to_thread(self.resources.record, trace)
+        await self.resources.arecord(trace)
         return self._publish(record, trace)
 
 

@@ -10,21 +10,17 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from safe_context_agent.config import AgentConfig
 from safe_context_agent.errors import ConfigError
-from safe_context_agent.traces import PackRef, Trace
+from safe_context_agent.traces import PackRef, SafeSink, Trace, TraceSink, open_sink
 
-__all__ = ["AgentResources", "TraceWriter"]
+__all__ = ["AgentResources"]
 
 logger = logging.getLogger(__name__)
 
 BASE_URL_ENV = "SCA_BASE_URL"
-
-
-class TraceWriter(Protocol):
-    def write(self, trace: Trace) -> None: ...
 
 
 class AgentResources:
@@ -34,16 +30,17 @@ class AgentResources:
         self,
         config: AgentConfig,
         *,
-        sink: TraceWriter | None = None,
+        sink: TraceSink | None = None,
         retriever: Any = None,
     ) -> None:
         self.config = config
-        self.sink = sink if sink is not None else _sink_from_config(config)
+        if sink is None and config.trace_path is not None:
+            sink = open_sink(config.trace_path)
+        # SafeSink logs and counts a failing write instead of raising into the user's run.
+        self.sink: SafeSink | None = SafeSink(sink) if sink is not None else None
         self._retriever = retriever
         self._pack: Any = None
         self._lock = threading.Lock()
-        self.trace_write_errors = 0
-        self.traces_written = 0
 
     def base_url(self) -> str:
         """``config.base_url``, else ``$SCA_BASE_URL``, else the server ``sca serve`` recorded."""
@@ -119,25 +116,14 @@ class AgentResources:
         )
 
     def record(self, trace: Trace) -> None:
-        """Write the trace; a failing sink is logged and counted, never raised into the run."""
-        if self.sink is None:
-            return
-        try:
+        """Write the trace; never raises (see :class:`~safe_context_agent.traces.SafeSink`)."""
+        if self.sink is not None:
             self.sink.write(trace)
-        except Exception:
-            self.trace_write_errors += 1
-            logger.exception(
-                "trace %s could not be written (%d write errors so far)",
-                trace.trace_id,
-                self.trace_write_errors,
-            )
-        else:
-            self.traces_written += 1
 
+    async def arecord(self, trace: Trace) -> None:
+        if self.sink is not None:
+            await self.sink.awrite(trace)
 
-def _sink_from_config(config: AgentConfig) -> TraceWriter | None:
-    if config.trace_path is None:
-        return None
-    from safe_context_agent.traces import open_sink  # type: ignore[attr-defined]
-
-    return open_sink(config.trace_path)
+    def close(self) -> None:
+        if self.sink is not None:
+            self.sink.close()
