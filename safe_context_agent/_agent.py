@@ -90,6 +90,16 @@ class SafeContextAgent:
             messages=list(state.get("messages") or []),
         )
 
+    def close(self) -> None:
+        """Flush and close the trace sink."""
+        self.resources.close()
+
+    def __enter__(self) -> SafeContextAgent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def prepare(self) -> None:
         """Open the rule index now instead of on the first consultation (it loads the embedder)."""
         if self.config.mode != "never":

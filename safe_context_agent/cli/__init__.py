@@ -6,6 +6,7 @@ import typer
 
 from safe_context_agent.cli._model import model_app
 from safe_context_agent.cli._rules import rules_app
+from safe_context_agent.cli._run import collect, demo, run
 from safe_context_agent.cli._serve import serve_app
 
 __all__ = ["app", "main"]
@@ -20,6 +21,9 @@ app = typer.Typer(
 app.add_typer(model_app, name="model")
 app.add_typer(serve_app, name="serve")
 app.add_typer(rules_app, name="rules")
+app.command("run")(run)
+app.command("collect")(collect)
+app.command("demo")(demo)
 
 
 def main() -> None:

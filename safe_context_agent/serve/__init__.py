@@ -12,6 +12,7 @@ from safe_context_agent.serve._embedded import (
     prepare_embedded_model,
     verify_model_folder,
 )
+from safe_context_agent.serve._endpoint import Endpoint, model_endpoint
 from safe_context_agent.serve._server import (
     ServerConfig,
     ServerState,
@@ -26,6 +27,7 @@ from safe_context_agent.serve._server import (
 __all__ = [
     "EMBEDDED_MODEL_NAME",
     "EMBEDDED_SERVED_NAME",
+    "Endpoint",
     "ModelManifest",
     "ServerConfig",
     "ServerState",
@@ -37,6 +39,7 @@ __all__ = [
     "embedded_model_dir",
     "find_embedded_gguf",
     "find_running_server",
+    "model_endpoint",
     "prepare_embedded_model",
     "read_state",
     "state_as_json",
