@@ -12,6 +12,7 @@ Heavy dependencies (torch, sentence-transformers, FAISS, vLLM) load only when fi
 """
 
 from safe_context_agent._agent import AgentResult, SafeContextAgent
+from safe_context_agent._collect import CollectReport, PromptRecord, collect_traces, load_prompts
 from safe_context_agent.config import AgentConfig, SamplingParams
 from safe_context_agent.errors import SafeContextError
 from safe_context_agent.graph import AgentState, build_graph
@@ -20,10 +21,14 @@ __all__ = [
     "AgentConfig",
     "AgentResult",
     "AgentState",
+    "CollectReport",
+    "PromptRecord",
     "SafeContextAgent",
     "SafeContextError",
     "SamplingParams",
     "build_graph",
+    "collect_traces",
+    "load_prompts",
 ]
 
 __version__ = "0.1.0"
