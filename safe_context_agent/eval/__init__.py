@@ -1,4 +1,4 @@
-"""Evaluation: benchmark loaders and metrics (the runner and reports build on these)."""
+"""Evaluation: benchmark loaders, metrics, the runner behind ``sca eval``, reports and plots."""
 
 from safe_context_agent.eval._loaders import (
     SUITES,
@@ -21,23 +21,77 @@ from safe_context_agent.eval._metrics import (
     tally_verdicts,
     wilson_interval,
 )
+from safe_context_agent.eval._plots import (
+    plot_consult_by_label,
+    plot_safety_plane,
+    write_plots,
+)
+from safe_context_agent.eval._report import (
+    EvalCell,
+    EvalReport,
+    EvalRunMetadata,
+    FailedRun,
+    JudgedRun,
+    abuild_report,
+    build_report,
+    report_markdown,
+    summarize,
+    write_report,
+)
+from safe_context_agent.eval._runner import (
+    TRACES_FILE,
+    Endpoint,
+    EvalConfig,
+    EvalResult,
+    SuiteSource,
+    arun_eval,
+    open_endpoint,
+    parse_modes,
+    resolve_suite_name,
+    rewrite_report,
+    run_eval,
+)
 
 __all__ = [
     "SUITES",
+    "TRACES_FILE",
+    "Endpoint",
+    "EvalCell",
+    "EvalConfig",
     "EvalDataError",
     "EvalLabel",
     "EvalPrompt",
+    "EvalReport",
+    "EvalResult",
+    "EvalRunMetadata",
+    "FailedRun",
+    "JudgedRun",
     "LatencySummary",
     "MeanEstimate",
     "Rate",
+    "SuiteSource",
     "SuiteSpec",
     "VerdictTally",
+    "abuild_report",
+    "arun_eval",
+    "build_report",
     "latency_summary",
     "load_suite",
     "mean_interval",
+    "open_endpoint",
+    "parse_modes",
     "percentile",
+    "plot_consult_by_label",
+    "plot_safety_plane",
     "rate",
+    "report_markdown",
+    "resolve_suite_name",
+    "rewrite_report",
+    "run_eval",
     "student_t_quantile",
+    "summarize",
     "tally_verdicts",
     "wilson_interval",
+    "write_plots",
+    "write_report",
 ]
