@@ -114,6 +114,11 @@ class Embedder:
         return _fingerprint(self.path)
 
     @property
+    def model(self) -> SentenceTransformer:
+        """The underlying SentenceTransformer, loaded on first access."""
+        return self._loaded()
+
+    @property
     def dimension(self) -> int:
         model = self._loaded()
         size = model.get_embedding_dimension()

@@ -44,6 +44,8 @@ __all__ = [
 
 logger = logging.getLogger("safe_context_agent.rules")
 
+_HNSW_MAX_FETCH = 1024
+
 
 class IndexConfig(BaseModel):
     """How a pack is embedded and indexed. Every field has a default that suits packs of
@@ -65,7 +67,7 @@ class IndexConfig(BaseModel):
         default=None, description="Where the index files live; None uses the cache."
     )
     hnsw_threshold: int = Field(
-        default=50_000,
+        default=20_000,
         ge=1,
         description="Use HNSW instead of exact search above this many vectors.",
     )
@@ -76,7 +78,10 @@ class IndexConfig(BaseModel):
 
 
 class RetrievedRule(BaseModel):
-    """One consult result: the rule, its cosine similarity to the query, and its 1-based rank."""
+    """One consult result: the rule, its score and its 1-based rank.
+
+    The score is a cosine similarity to the query (for the ``hybrid`` strategy, the mean of two:
+    see :data:`VectorStrategy`)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -233,7 +238,7 @@ class RuleIndex:
         """The ``k`` rules most similar to ``query``, best first.
 
         ``categories`` keeps only rules of those categories (still ``k`` results when the pack
-        has them); ``min_score`` drops results whose cosine similarity is below it.
+        has them); ``min_score`` drops results scoring below it.
         """
         return self.consult_batch([query], k=k, categories=categories, min_score=min_score)[0]
 
@@ -276,8 +281,14 @@ class RuleIndex:
         if wanted is not None:
             keep = np.fromiter((r.category in wanted for r in self._rules), dtype=bool)
         # Rules own several rows and the filter drops rules, so search wider than k, and widen
-        # again for the queries whose top k is not settled yet.
-        fetch = min(total, max(16, 2 * k * int(self._row_count.max())))
+        # again for the queries whose top k is not settled yet. A flat index scans every row
+        # whatever it returns, so it may widen to all rows and stay exact. HNSW is approximate
+        # anyway and its cost grows with the width: it ranks the rules it found by their exact
+        # score, widens only while fewer than k qualify, and stops at _HNSW_MAX_FETCH rows.
+        exact = self.manifest.index_kind == "flat"
+        fetch = max(16, 2 * k * int(self._row_count.max()))
+        limit = total if exact else min(total, max(_HNSW_MAX_FETCH, fetch))
+        fetch = min(fetch, limit)
         results: list[list[RetrievedRule]] = [[] for _ in range(len(vectors))]
         pending = list(range(len(vectors)))
         while pending:
@@ -285,13 +296,13 @@ class RuleIndex:
             unsettled = []
             for i, query in enumerate(pending):
                 hits, settled = self._top_rules(
-                    vectors[query], scores[i], rows[i], k, keep, min_score, fetch >= total
+                    vectors[query], scores[i], rows[i], k, keep, min_score, fetch >= limit, exact
                 )
                 results[query] = hits
                 if not settled:
                     unsettled.append(query)
             pending = unsettled
-            fetch = min(total, fetch * 4)
+            fetch = min(limit, fetch * 4)
         return results
 
     def _top_rules(
@@ -303,35 +314,33 @@ class RuleIndex:
         keep: np.ndarray | None,
         min_score: float | None,
         complete: bool,
+        exact: bool,
     ) -> tuple[list[RetrievedRule], bool]:
         """The best ``k`` rules among those owning the fetched rows (sorted by score), and whether
         that answer is final.
 
         A rule none of whose rows was fetched has every row below the last fetched score, the
         floor, so its score (a max or a mean of its rows) is below the floor too: candidates
-        scoring at least the floor are certainly ranked right.
+        scoring at least the floor are certainly ranked right. Without ``exact`` the floor is
+        not enforced.
         """
         found = rows >= 0  # HNSW pads with -1 when it runs out of rows
-        floor = float(scores[found][-1]) if found.any() and found.all() and not complete else -2.0
+        more = found.any() and found.all() and not complete  # rows beyond these may exist
+        floor = float(scores[found][-1]) if more else -2.0
         best_row_score: dict[int, float] = {}
         for score, row in zip(scores[found].tolist(), rows[found].tolist(), strict=True):
             position = int(self._row_rule[row])
             if position not in best_row_score and (keep is None or keep[position]):
                 best_row_score[position] = score
         if self._strategy == "hybrid":
-            exact = self._exact_scores(query, list(best_row_score))
-            ranked = list(zip(exact, best_row_score, strict=True))
+            rescored = self._exact_scores(query, list(best_row_score))
+            ranked = list(zip(rescored, best_row_score, strict=True))
         else:  # a rule's score is its best row's, already exact
             ranked = [(score, position) for position, score in best_row_score.items()]
         ranked.sort(key=lambda pair: -pair[0])
-        threshold = floor if min_score is None else max(floor, min_score)
+        threshold = max(floor if exact else -2.0, -2.0 if min_score is None else min_score)
         certain = [(score, position) for score, position in ranked if score >= threshold]
-        settled = (
-            complete
-            or not found.all()
-            or len(certain) >= k
-            or (min_score is not None and floor < min_score)
-        )
+        settled = not more or len(certain) >= k or (min_score is not None and floor < min_score)
         hits = [
             RetrievedRule(rule=self._rules[position], score=score, rank=rank)
             for rank, (score, position) in enumerate(certain[:k], start=1)
