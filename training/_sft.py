@@ -1,0 +1,155 @@
+"""SFT warm start: supervised fine-tuning on the good trajectories of logged traces.
+
+GRPO and IFPO learn nothing from groups whose rewards are all equal, and a base 135M model
+rarely refuses or consults well-formed (see ``docs/training.md``). Rejection sampling fixes the
+start: collect many samples, keep the trajectories the reward scores at least ``min_reward``,
+and fine-tune on them with TRL's ``SFTTrainer``.
+
+The dataset is built from the recorded token ids (the same replay as RL, so multi-turn
+trajectories are one sequence when their turns extend each other) and only model-generated
+tokens are labels: system, user and tool tokens get ``-100``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, Field
+from safe_context_training._replay import ReplayReport, ReplaySet, load_replay
+from safe_context_training._rewards import CombinedReward, default_reward, score_trajectories
+from safe_context_training._trainer import cuda_bf16_supported, load_policy, lora_config
+
+from safe_context_agent.errors import ConfigError
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+__all__ = ["IGNORE_INDEX", "SFTResult", "sft_dataset", "train_sft"]
+
+IGNORE_INDEX = -100
+"""The label that keeps a token out of the loss (the value transformers' loss skips)."""
+
+
+def sft_dataset(replay: ReplaySet, *, min_reward: float | None = 1.0) -> Dataset:
+    """``input_ids`` and ``labels`` for every sample of the trajectories scored ``>= min_reward``.
+
+    ``labels`` equal the ids on model-generated tokens and ``-100`` elsewhere (the prompt, tool
+    results and the chat scaffolding between turns). ``min_reward=None`` keeps every trajectory.
+    """
+    from datasets import Dataset
+
+    rows: dict[str, list[list[int]]] = {"input_ids": [], "labels": []}
+    for trajectory in replay.trajectories():
+        if min_reward is not None:
+            if trajectory.reward is None:
+                raise ConfigError(
+                    f"trace {trajectory.trace_id} has no reward; score the replay set before "
+                    "filtering by min_reward"
+                )
+            if trajectory.reward < min_reward:
+                continue
+        for sample in trajectory.samples:
+            rows["input_ids"].append(sample.prompt_ids + sample.completion_ids)
+            rows["labels"].append(
+                [IGNORE_INDEX] * len(sample.prompt_ids)
+                + [
+                    token if keep else IGNORE_INDEX
+                    for token, keep in zip(sample.completion_ids, sample.env_mask, strict=True)
+                ]
+            )
+    return Dataset.from_dict(rows)
+
+
+class SFTResult(BaseModel):
+    """What an SFT run produced (also written to ``<output_dir>/sft_result.json``)."""
+
+    schema_version: Literal[1] = 1
+    output_dir: str = Field(description="The LoRA adapter (or full model with full_finetune).")
+    min_reward: float | None
+    trajectories: int = Field(description="Trajectories in the traces.")
+    kept: int = Field(description="Trajectories with reward >= min_reward, trained on.")
+    samples: int
+    label_tokens: int = Field(description="Tokens that carried a loss.")
+    steps: int
+    train_loss: float | None
+    replay: ReplayReport
+
+
+def train_sft(
+    traces: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    output_dir: str | os.PathLike[str],
+    *,
+    min_reward: float | None = 1.0,
+    reward: CombinedReward | None = None,
+    model: str | os.PathLike[str] | None = None,
+    full_finetune: bool = False,
+    lora_r: int = 16,
+    lora_alpha: int = 32,
+    epochs: float = 1.0,
+    max_steps: int = -1,
+    learning_rate: float = 1e-4,
+    batch_size: int = 4,
+    seed: int = 42,
+    **sft_overrides: Any,
+) -> SFTResult:
+    """Fine-tune on the trajectories that score ``>= min_reward`` (this is ``sca train sft``).
+
+    ``sft_overrides`` go to TRL's ``SFTConfig`` unchanged (e.g. ``gradient_accumulation_steps``).
+    """
+    from trl import SFTConfig, SFTTrainer
+
+    replay = load_replay(traces, need_logprobs=False)
+    score_trajectories(replay.trajectories(), reward or default_reward())
+    dataset = sft_dataset(replay, min_reward=min_reward)
+    kept = sum(
+        1 for t in replay.trajectories() if min_reward is None or (t.reward or 0.0) >= min_reward
+    )
+    if len(dataset) == 0:
+        raise ConfigError(
+            f"no trajectory scored >= {min_reward} among {len(replay.trajectories())}; collect "
+            "more samples per prompt (rejection sampling needs some good ones) or lower --min-reward"
+        )
+    out = Path(output_dir)
+    config = SFTConfig(
+        output_dir=str(out),
+        num_train_epochs=epochs,
+        max_steps=max_steps,
+        learning_rate=learning_rate,
+        per_device_train_batch_size=batch_size,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        gradient_checkpointing=False,
+        bf16=cuda_bf16_supported(),
+        max_length=None,
+        seed=seed,
+        **sft_overrides,
+    )
+    policy, tokenizer = load_policy(model)
+    trainer = SFTTrainer(
+        model=policy,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=None if full_finetune else lora_config(lora_r, lora_alpha),
+    )
+    output = trainer.train()
+    trainer.save_model(str(out))
+    label_tokens = sum(sum(1 for x in labels if x != IGNORE_INDEX) for labels in dataset["labels"])
+    result = SFTResult(
+        output_dir=str(out),
+        min_reward=min_reward,
+        trajectories=len(replay.trajectories()),
+        kept=kept,
+        samples=len(dataset),
+        label_tokens=label_tokens,
+        steps=trainer.state.global_step,
+        train_loss=output.metrics.get("train_loss"),
+        replay=replay.report,
+    )
+    if trainer.is_world_process_zero():
+        (out / "sft_result.json").write_text(result.model_dump_json(indent=2), encoding="utf-8")
+    return result

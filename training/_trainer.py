@@ -1,0 +1,798 @@
+"""``IFPOTrainer``: TRL's ``GRPOTrainer`` fed by trace replay, with GRPO or IFPO advantages.
+
+How a replayed batch reaches TRL (``docs/training.md`` has the picture):
+
+1. The train dataset has one row per *group key* (offline: a ``group_id``; online: a prompt id).
+   TRL's sampler repeats each row ``num_generations`` times, consecutively; copy ``k`` of a key
+   stands for trajectory ``k`` of its group.
+2. :meth:`IFPOTrainer._generate_and_score_completions` resolves each copy to a trajectory through
+   the :class:`RolloutSource` (offline: a lookup; online: collection with the agent), and lays the
+   trajectories' samples out in *slots*: the first sample of entry ``i`` in slot ``i`` (so TRL's
+   groups line up with ours), the extra per-turn samples of trajectories that could not be
+   replayed as one sequence after them, and fully masked filler slots to round the batch to
+   TRL's shape. Then it calls TRL with one entry per slot.
+3. TRL's ``rollout_func`` (:func:`replay_rollout`) returns each slot's recorded ids, logprobs
+   and ``env_mask``; TRL builds the loss mask ``completion_mask * env_mask``.
+4. After TRL has scored the batch, the advantages are replaced: ``ifpo_advantages`` (or
+   ``grpo_advantages``) over the full groups' logged rewards and consult flags, one value per
+   trajectory, copied to each of its slots (0 for fillers). Both algorithms take this path.
+
+A non-finite loss stops training with :class:`NonFiniteLossError` naming the step and traces
+(non-finite rewards already stop at scoring, see ``_rewards``): skipping a step would hide the
+divergence, and the last checkpoint resumes cleanly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+from safe_context_training._advantages import (
+    DEFAULT_WEIGHT_CLIP,
+    AdvantageStats,
+    group_statistics,
+    grpo_advantages,
+    ifpo_advantages,
+)
+from safe_context_training._metrics import METRIC_PREFIX, StepMetrics
+from safe_context_training._replay import (
+    ReplayReport,
+    ReplaySample,
+    ReplaySet,
+    ReplayTrajectory,
+    load_replay,
+)
+from safe_context_training._rewards import CombinedReward, default_reward, score_trajectories
+from transformers import TrainerCallback
+from trl import GRPOConfig, GRPOTrainer
+
+from safe_context_agent.errors import ConfigError, SafeContextError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = [
+    "DEFAULT_LORA_TARGETS",
+    "IFPOConfig",
+    "IFPOTrainer",
+    "NonFiniteLossError",
+    "ReplaySource",
+    "RolloutSource",
+    "Slot",
+    "TrainResult",
+    "layout_slots",
+    "load_policy",
+    "lora_config",
+    "replay_rollout",
+    "slot_advantages",
+    "train_offline",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+_ALGOS = ("ifpo", "grpo")
+_FREQUENCY_SCOPES = ("group", "batch")
+_APPLY_TO = ("all", "positive")
+_BEHAVIOUR_LOGPROBS = ("ratio", "ignore")
+_SLOT_PREFIX = "sca-slot:"
+
+
+class NonFiniteLossError(SafeContextError):
+    """The training loss became NaN or infinite: the message names the step and the traces."""
+
+
+def cuda_bf16_supported() -> bool:
+    """Whether bf16 mixed precision should be on: a CUDA device that supports it."""
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        options = ", ".join(repr(a) for a in allowed)
+        raise ConfigError(f"IFPOConfig.{name}={value!r} is not an option; use one of {options}")
+
+
+@dataclass
+class IFPOConfig(GRPOConfig):
+    """``GRPOConfig`` plus the options of trace replay and IFPO.
+
+    Every ``GRPOConfig`` field keeps its meaning (``num_generations`` is the group size,
+    ``scale_rewards`` the std normalisation of the underlying GRPO advantage, ``beta`` the KL
+    coefficient, ...). Defaults that differ from TRL's: ``learning_rate`` 2e-5 (LoRA),
+    ``logging_steps`` 1 (one metrics record per step), ``gradient_checkpointing`` off (replayed
+    sequences are short) and ``bf16`` only on a CUDA device that supports it (CPU trains in fp32).
+    """
+
+    algo: str = field(
+        default="ifpo",
+        metadata={
+            "help": "Advantage estimator: 'ifpo' re-weights each GRPO advantage by the inverse "
+            "frequency of its action class (consult or direct) in the group; 'grpo' is plain "
+            "group-normalised GRPO. Both go through the same code path."
+        },
+    )
+    frequency_scope: str = field(
+        default="group",
+        metadata={
+            "help": "IFPO: count action classes per 'group' (w = G / (K * n_c)) or over the whole "
+            "'batch' (better for small groups). Ignored by 'grpo'."
+        },
+    )
+    apply_to: str = field(
+        default="all",
+        metadata={
+            "help": "IFPO: re-weight 'all' advantages, or only the 'positive' ones (penalties stay "
+            "as GRPO gives them). Ignored by 'grpo'."
+        },
+    )
+    weight_clip: list[float] | None = field(
+        default_factory=lambda: list(DEFAULT_WEIGHT_CLIP),
+        metadata={
+            "help": "IFPO: [w_min, w_max] bounds on the inverse-frequency weight, so one rare "
+            "rollout cannot dominate a step; None for no clipping. Ignored by 'grpo'."
+        },
+    )
+    behaviour_logprobs: str = field(
+        default="ratio",
+        metadata={
+            "help": "'ratio': use the logprobs recorded at collection (the behaviour policy) as the "
+            "old logprobs of the PPO ratio, so replayed off-policy data is importance-weighted and "
+            "clipped; needs temperature=1.0 because vLLM records raw (untempered) logprobs. "
+            "'ignore': TRL's default, the ratio is taken against the trainer's own model."
+        },
+    )
+    full_finetune: bool = field(
+        default=False,
+        metadata={
+            "help": "Train every weight instead of a LoRA adapter. Online training needs LoRA "
+            "(only adapters can be hot-loaded into the running vLLM server)."
+        },
+    )
+    lora_r: int = field(
+        default=16,
+        metadata={"help": "LoRA rank; keep it <= the server's --max-lora-rank (16 by default)."},
+    )
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (alpha / r)."})
+    lora_dropout: float = field(
+        default=0.0,
+        metadata={
+            "help": "LoRA dropout; 0 keeps the trainer's logprobs comparable with the recorded "
+            "ones in the PPO ratio."
+        },
+    )
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: list(DEFAULT_LORA_TARGETS),
+        metadata={"help": "Module names that get LoRA adapters (the attention projections)."},
+    )
+    metrics_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Where to append one StepMetrics JSON line per logged step; None writes "
+            "<output_dir>/metrics.jsonl."
+        },
+    )
+
+    # Defaults changed from TRL's (see the class docstring).
+    learning_rate: float = field(
+        default=2e-5,
+        metadata={
+            "help": "Initial AdamW learning rate (2e-5 suits LoRA; lower it for full fine-tuning)."
+        },
+    )
+    logging_steps: float = field(
+        default=1, metadata={"help": "Log (and write a metrics record) every this many steps."}
+    )
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata={"help": "Recompute activations in backward to save memory (slower)."},
+    )
+    bf16: bool | None = field(
+        default=None,
+        metadata={
+            "help": "bf16 mixed precision; None turns it on only on a CUDA device with bf16 "
+            "support (CPU training runs in fp32)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        _check_choice("algo", self.algo, _ALGOS)
+        _check_choice("frequency_scope", self.frequency_scope, _FREQUENCY_SCOPES)
+        _check_choice("apply_to", self.apply_to, _APPLY_TO)
+        _check_choice("behaviour_logprobs", self.behaviour_logprobs, _BEHAVIOUR_LOGPROBS)
+        if self.weight_clip is not None:
+            clip = list(self.weight_clip)
+            if len(clip) != 2 or not (0.0 < clip[0] <= clip[1]) or not math.isfinite(clip[1]):
+                raise ConfigError(
+                    f"IFPOConfig.weight_clip={self.weight_clip!r} is invalid; use [w_min, w_max] "
+                    "with 0 < w_min <= w_max, e.g. [0.25, 4.0], or None"
+                )
+            self.weight_clip = [float(clip[0]), float(clip[1])]
+        if self.behaviour_logprobs == "ratio" and self.temperature != 1.0:
+            raise ConfigError(
+                f"IFPOConfig.temperature={self.temperature} with behaviour_logprobs='ratio': vLLM "
+                "records raw (temperature 1) logprobs, so the trainer must score at temperature "
+                "1.0 too; keep temperature=1.0 or set behaviour_logprobs='ignore'"
+            )
+        if self.lora_r < 1 or self.lora_alpha < 1:
+            raise ConfigError("IFPOConfig.lora_r and lora_alpha must be positive integers")
+        if self.bf16 is None:
+            self.bf16 = cuda_bf16_supported()
+        super().__post_init__()
+
+    @property
+    def clip_bounds(self) -> tuple[float, float] | None:
+        return (self.weight_clip[0], self.weight_clip[1]) if self.weight_clip else None
+
+
+def load_policy(
+    model: str | os.PathLike[str] | None = None,
+    *,
+    adapter: str | os.PathLike[str] | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The model to train and its tokenizer: a HF folder (default: the embedded SmolLM2).
+
+    The embedded folder holds bf16 weights; they load as fp32 by default, the precision that
+    trains on a CPU. ``adapter`` continues training an existing LoRA adapter (e.g. an SFT warm
+    start).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if model is None:
+        from safe_context_agent.serve import prepare_embedded_model
+
+        folder = str(prepare_embedded_model())
+    else:
+        folder = str(model)
+    try:
+        policy = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot load the model to train from {folder} ({exc}); pass a Hugging Face model "
+            "folder (config.json, weights, tokenizer) or leave --model out for the embedded one"
+        ) from exc
+    if adapter is not None:
+        from peft import PeftModel
+
+        try:
+            policy = PeftModel.from_pretrained(policy, str(adapter), is_trainable=True)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"cannot load the LoRA adapter {adapter} ({exc}); pass a folder written by "
+                "sca train / sca train sft (adapter_config.json + adapter_model.safetensors)"
+            ) from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return policy, tokenizer
+
+
+def lora_config(
+    r: int = 16,
+    alpha: int = 32,
+    dropout: float = 0.0,
+    target_modules: Sequence[str] = DEFAULT_LORA_TARGETS,
+) -> Any:
+    """The PEFT ``LoraConfig`` both trainers use by default."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=list(target_modules),
+        task_type="CAUSAL_LM",
+    )
+
+
+@runtime_checkable
+class RolloutSource(Protocol):
+    """Where the trainer's trajectories come from: a replay set (offline) or the agent (online)."""
+
+    def keys(self) -> list[str]:
+        """The train dataset's rows: one key per group (TRL repeats each ``num_generations`` times)."""
+        ...
+
+    @property
+    def max_group_size(self) -> int:
+        """The most trajectories one key can stand for; must not exceed ``num_generations``."""
+        ...
+
+    def resolve(self, keys: Sequence[str], copies: Sequence[int]) -> list[ReplayTrajectory | None]:
+        """The scored trajectory behind each (key, copy index) entry; None when there is none."""
+        ...
+
+    def group(self, group_id: str) -> Sequence[ReplayTrajectory]:
+        """Every scored trajectory of a group (advantages are normalised over all of them)."""
+        ...
+
+    def after_step(self, trainer: IFPOTrainer) -> None:
+        """Called after each optimizer step (online: save and hot-load the new adapter)."""
+        ...
+
+    @property
+    def policy(self) -> str | None:
+        """The served policy that collected the latest batch (None offline)."""
+        ...
+
+
+class ReplaySource:
+    """Offline replay: the groups of a :class:`ReplaySet`, scored once up front."""
+
+    def __init__(
+        self, replay: ReplaySet, reward: CombinedReward | None = None, *, max_workers: int = 1
+    ) -> None:
+        if not replay.groups:
+            raise ConfigError(
+                "the traces hold no trajectory to train on (runs that errored or made no model "
+                f"call are left out; report: {replay.report.model_dump_json()})"
+            )
+        self.replay = replay
+        if reward is not None:
+            score_trajectories(replay.trajectories(), reward, max_workers=max_workers)
+        unscored = [t.trace_id for t in replay.trajectories() if t.reward is None]
+        if unscored:
+            raise ConfigError(
+                f"trace {unscored[0]} (and {len(unscored) - 1} more) has no reward; pass "
+                "reward=default_reward() (or your own CombinedReward) to score the replay set"
+            )
+
+    def keys(self) -> list[str]:
+        return [group.group_id for group in self.replay.groups]
+
+    @property
+    def max_group_size(self) -> int:
+        return self.replay.max_group_size
+
+    def resolve(self, keys: Sequence[str], copies: Sequence[int]) -> list[ReplayTrajectory | None]:
+        resolved: list[ReplayTrajectory | None] = []
+        for key, copy in zip(keys, copies, strict=True):
+            members = self.replay.group(key).trajectories
+            resolved.append(members[copy] if copy < len(members) else None)
+        return resolved
+
+    def group(self, group_id: str) -> Sequence[ReplayTrajectory]:
+        return self.replay.group(group_id).trajectories
+
+    def after_step(self, trainer: IFPOTrainer) -> None:
+        return None
+
+    @property
+    def policy(self) -> str | None:
+        return None
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One TRL entry: a replay sample, or a fully masked filler (``sample`` None)."""
+
+    sample: ReplaySample | None
+    trajectory: ReplayTrajectory | None
+
+
+FILLER = Slot(None, None)
+"""The fully masked slot that pads a batch to TRL's shape."""
+
+
+def layout_slots(
+    trajectories: Sequence[ReplayTrajectory | None], *, multiple: int, minimum: int = 0
+) -> list[Slot]:
+    """Entry ``i``'s first sample in slot ``i``, extra per-turn samples after, fillers to round up.
+
+    The result has at least ``max(len(trajectories), minimum)`` slots, rounded up to a multiple of
+    ``multiple``.
+    """
+    slots = [Slot(t.samples[0], t) if t is not None and t.samples else FILLER for t in trajectories]
+    slots += [Slot(s, t) for t in trajectories if t is not None for s in t.samples[1:]]
+    size = max(len(slots), minimum)
+    size = -(-size // multiple) * multiple
+    return slots + [FILLER] * (size - len(slots))
+
+
+def slot_advantages(
+    slots: Sequence[Slot],
+    group_of: Callable[[str], Sequence[ReplayTrajectory]],
+    args: IFPOConfig,
+) -> tuple[list[float], AdvantageStats, list[ReplayTrajectory]]:
+    """One advantage per trajectory, normalised over its full group, copied to each of its slots.
+
+    ``group_of(group_id)`` returns every scored trajectory of a group, also the ones whose slots
+    are not in this batch. Fillers get 0. GRPO and IFPO share this function; ``args.algo`` only
+    picks the estimator. Returns the per-slot advantages, the batch's group statistics and the
+    trajectories they were computed over.
+    """
+    group_ids = list(dict.fromkeys(s.trajectory.group_id for s in slots if s.trajectory))
+    members = [t for group_id in group_ids for t in group_of(group_id)]
+    rewards = [t.reward for t in members]
+    consulted = [t.consulted for t in members]
+    groups = [t.group_id for t in members]
+    if args.algo == "ifpo":
+        values = ifpo_advantages(
+            rewards,  # type: ignore[arg-type]  # every trajectory is scored by now
+            consulted,
+            groups,
+            scale=args.scale_rewards,  # type: ignore[arg-type]
+            frequency_scope=args.frequency_scope,  # type: ignore[arg-type]
+            apply_to=args.apply_to,  # type: ignore[arg-type]
+            weight_clip=args.clip_bounds,
+        )
+    else:
+        values = grpo_advantages(rewards, groups, scale=args.scale_rewards)  # type: ignore[arg-type]
+    stats = group_statistics(
+        rewards,  # type: ignore[arg-type]
+        consulted,
+        groups,
+        frequency_scope=args.frequency_scope,  # type: ignore[arg-type]
+        weight_clip=args.clip_bounds,
+    )
+    by_trace = {t.trace_id: float(v) for t, v in zip(members, values, strict=True)}
+    per_slot = [by_trace[s.trajectory.trace_id] if s.trajectory else 0.0 for s in slots]
+    return per_slot, stats, members
+
+
+def replay_rollout(prompts: list[str], trainer: IFPOTrainer) -> dict[str, list[Any]]:
+    """TRL ``rollout_func``: each prompt is a slot key; return its recorded ids and masks."""
+    pad = trainer.processing_class_pad_id
+    eos = trainer.eos_token_ids[0] if trainer.eos_token_ids else pad
+    out: dict[str, list[Any]] = {
+        key: []
+        for key in (
+            "prompt_ids",
+            "completion_ids",
+            "logprobs",
+            "env_mask",
+            "sca_reward",
+            "sca_trace_id",
+            "sca_filler",
+        )
+    }
+    for key in prompts:
+        slot = trainer.slot(key)
+        if slot.sample is None or slot.trajectory is None:
+            # A one-token stand-in that the loss never sees (env_mask 0) and no reward scores.
+            sample_ids: tuple[list[int], list[int], list[float], list[int]] = (
+                [pad],
+                [eos],
+                [0.0],
+                [0],
+            )
+            reward, trace_id, filler = None, None, True
+        else:
+            s = slot.sample
+            sample_ids = (s.prompt_ids, s.completion_ids, s.logprobs, s.env_mask)
+            reward, trace_id, filler = slot.trajectory.reward, s.trace_id, False
+        out["prompt_ids"].append(sample_ids[0])
+        out["completion_ids"].append(sample_ids[1])
+        out["logprobs"].append(sample_ids[2])
+        out["env_mask"].append(sample_ids[3])
+        out["sca_reward"].append(reward)
+        out["sca_trace_id"].append(trace_id)
+        out["sca_filler"].append(filler)
+    return out
+
+
+def replayed_reward(
+    prompts: list[Any], completions: list[Any], **kwargs: Any
+) -> list[float | None]:
+    """TRL reward function: the reward scored on the trace (None for filler slots)."""
+    return list(kwargs["sca_reward"])
+
+
+class _QuietFillers(logging.Filter):
+    """Drop TRL's 'all reward functions returned None' warning when it is about a filler slot."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (
+            "All reward functions returned None" in message and "'sca_filler': True" in message
+        )
+
+
+_QUIET_FILLERS = _QuietFillers()
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    if not path.is_file():
+        return
+    kept = [
+        line
+        for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+        if line.endswith("\n") and StepMetrics.model_validate_json(line).step <= last_step
+    ]
+    path.write_text("".join(kept), encoding="utf-8")
+
+
+class _StepCallback(TrainerCallback):
+    """Writes one StepMetrics line per log and lets the source act after each optimizer step."""
+
+    def __init__(self, trainer: IFPOTrainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step == 0:
+            return
+        # Resumed from a checkpoint: drop records a killed run wrote past it, and let the source
+        # serve the restored weights (online: the adapter of that step).
+        if state.is_world_process_zero:
+            _truncate_metrics(self.trainer.metrics_path, state.global_step)
+        self.trainer.source.after_step(self.trainer)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.trainer.source.after_step(self.trainer)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+        if not state.is_world_process_zero or not logs or "loss" not in logs:
+            return
+        record = StepMetrics.from_log(
+            logs, step=state.global_step, algo=args.algo, policy=self.trainer.source.policy
+        )
+        path = self.trainer.metrics_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as sink:
+            sink.write(record.model_dump_json() + "\n")
+        for hook in self.trainer.step_hooks:
+            hook(record)
+
+
+class IFPOTrainer(GRPOTrainer):
+    """GRPO / IFPO on replayed traces, through TRL's ``rollout_func``.
+
+    >>> replay = load_replay("runs/traces.jsonl")  # doctest: +SKIP
+    >>> args = IFPOConfig(output_dir="runs/adapter", num_generations=4, per_device_train_batch_size=4)
+    >>> IFPOTrainer(args=args, source=replay).train()  # doctest: +SKIP
+
+    Args:
+        model: A model folder, a loaded model, or None for the embedded SmolLM2 (fp32).
+        args: The :class:`IFPOConfig`.
+        source: A :class:`ReplaySet` (scored with ``reward``) or any :class:`RolloutSource`.
+        reward: Scores a ``ReplaySet`` source; :func:`default_reward` when None.
+        processing_class: The tokenizer; loaded from the model folder when None.
+        peft_config: A PEFT config; None means a LoRA adapter from the ``lora_*`` fields (or full
+            fine-tuning with ``full_finetune``, or continuing a model that already is a PeftModel).
+        callbacks: More ``TrainerCallback`` objects.
+        step_hooks: Called with each :class:`StepMetrics` record (e.g. to print progress).
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | PreTrainedModel | None = None,
+        args: IFPOConfig | None = None,
+        *,
+        source: RolloutSource | ReplaySet,
+        reward: CombinedReward | None = None,
+        processing_class: PreTrainedTokenizerBase | None = None,
+        peft_config: Any = None,
+        callbacks: Sequence[TrainerCallback] = (),
+        step_hooks: Sequence[Callable[[StepMetrics], None]] = (),
+    ) -> None:
+        args = args or IFPOConfig(output_dir="ifpo-output")
+        if not isinstance(args, IFPOConfig):
+            raise ConfigError(f"IFPOTrainer needs an IFPOConfig, got {type(args).__name__}")
+        if isinstance(source, ReplaySet):
+            source = ReplaySource(source, reward or default_reward())
+        self.source: RolloutSource = source
+        self.step_hooks = list(step_hooks)
+        self._slots: list[Slot] = []
+        self._check_shapes(args)
+
+        if model is None or isinstance(model, str | os.PathLike):
+            model, loaded_tokenizer = load_policy(model)
+            processing_class = processing_class or loaded_tokenizer
+        from peft import PeftModel
+
+        if peft_config is None and not args.full_finetune and not isinstance(model, PeftModel):
+            peft_config = lora_config(
+                args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_target_modules
+            )
+
+        from datasets import Dataset
+
+        dataset = Dataset.from_dict({"prompt": source.keys()})
+        logging.getLogger("trl.trainer.grpo_trainer").addFilter(_QUIET_FILLERS)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="You are using 'rollout_func'")
+            super().__init__(
+                model=model,
+                reward_funcs=[replayed_reward],
+                args=args,
+                train_dataset=dataset,
+                processing_class=processing_class,
+                callbacks=[_StepCallback(self), *callbacks],
+                peft_config=peft_config,
+                rollout_func=replay_rollout,
+            )
+
+    # -- checks and small accessors -----------------------------------------------------------
+    def _check_shapes(self, args: IFPOConfig) -> None:
+        group_size = self.source.max_group_size
+        if group_size > args.num_generations:
+            raise ConfigError(
+                f"a group holds {group_size} trajectories but num_generations is "
+                f"{args.num_generations}; set num_generations (sca train --group-size) to at "
+                f"least {group_size}, the largest group"
+            )
+        groups_per_batch = args.generation_batch_size // args.num_generations
+        if len(self.source.keys()) < groups_per_batch:
+            raise ConfigError(
+                f"one step needs {groups_per_batch} groups (generation batch "
+                f"{args.generation_batch_size} / num_generations {args.num_generations}) but there "
+                f"are {len(self.source.keys())}; lower per_device_train_batch_size or "
+                "gradient_accumulation_steps, or collect more groups"
+            )
+
+    @property
+    def processing_class_pad_id(self) -> int:
+        pad = self._tokenizer.pad_token_id
+        return int(pad if pad is not None else self._tokenizer.eos_token_id)
+
+    @property
+    def metrics_path(self) -> Path:
+        return Path(self.args.metrics_file or Path(self.args.output_dir) / "metrics.jsonl")
+
+    def slot(self, key: str) -> Slot:
+        return self._slots[int(key.removeprefix(_SLOT_PREFIX))]
+
+    # -- training -----------------------------------------------------------------------------
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any) -> Any:
+        """TRL's ``train``; a fresh run (not resuming) starts a new metrics file."""
+        if not resume_from_checkpoint and self.is_world_process_zero():
+            self.metrics_path.unlink(missing_ok=True)
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        mode = "train" if self.model.training else "eval"
+        group_size = self.num_generations if mode == "train" else self.num_generations_eval
+        offset = self.accelerator.process_index * len(inputs)
+        copies = [(offset + i) % group_size for i in range(len(inputs))]
+        started = time.perf_counter()
+        trajectories = self.source.resolve([row["prompt"] for row in inputs], copies)
+        collect_s = time.perf_counter() - started
+
+        steps = self.args.steps_per_generation if mode == "train" else 1
+        multiple = math.lcm(group_size, steps)
+        slots = layout_slots(trajectories, multiple=multiple)
+        if self.accelerator.num_processes > 1:
+            # Every process must hand TRL the same number of entries (it gathers rewards).
+            sizes = self.accelerator.gather(
+                torch.tensor([len(slots)], device=self.accelerator.device)
+            )
+            slots = layout_slots(trajectories, multiple=multiple, minimum=int(sizes.max()))
+        self._slots = slots
+
+        out = super()._generate_and_score_completions(
+            [{"prompt": f"{_SLOT_PREFIX}{i}"} for i in range(len(slots))]
+        )
+        advantages, stats, members = slot_advantages(slots, self.source.group, self.args)
+        device = out["completion_ids"].device
+        out["advantages"] = torch.tensor(advantages, dtype=torch.float32, device=device)
+        if self.args.behaviour_logprobs == "ratio":
+            out["old_per_token_logps"] = out["sampling_per_token_logps"]
+        out["sca_slot"] = torch.arange(len(slots), device=device)
+        self._record(mode, slots, stats, members, collect_s)
+        return out
+
+    def _record(
+        self,
+        mode: str,
+        slots: Sequence[Slot],
+        stats: AdvantageStats,
+        members: Sequence[ReplayTrajectory],
+        collect_s: float,
+    ) -> None:
+        metrics = self._metrics[mode]
+
+        def put(name: str, value: float | None) -> None:
+            if value is not None:
+                metrics[METRIC_PREFIX + name].append(float(value))
+
+        rewards = np.array([t.reward for t in members], dtype=np.float64)
+        put("reward_mean", float(rewards.mean()))
+        put("reward_std", float(rewards.std(ddof=1)) if len(rewards) > 1 else 0.0)
+        put("consult_rate", stats.consult_rate)
+        for label in ("harmful", "benign"):
+            flags = [t.consulted for t in members if t.label == label]
+            put(f"consult_rate_{label}", float(np.mean(flags)) if flags else None)
+        put("weight_min", stats.weight_min)
+        put("weight_mean", stats.weight_mean)
+        put("weight_max", stats.weight_max)
+        put("groups", stats.num_groups)
+        put("trajectories", stats.num_rollouts)
+        put("per_turn_trajectories", sum(not t.concatenated for t in members))
+        put("filler_slots", sum(s.sample is None for s in slots))
+        put("zero_variance_groups", stats.zero_variance_groups)
+        put("nonzero_advantage_groups", stats.nonzero_advantage_groups)
+        put("both_classes_groups", stats.both_classes_groups)
+        put("mixed_groups", stats.mixed_groups)
+        if self.source.policy is not None:
+            put("collect_s", collect_s)
+        components = {name for t in members for name in t.reward_components}
+        for name in sorted(components):
+            values = [t.reward_components.get(name) for t in members]
+            present = [v for v in values if v is not None]
+            put(f"reward/{name}", float(np.mean(present)) if present else None)
+
+    def compute_loss(
+        self,
+        model: Any,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> torch.Tensor:
+        loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if not bool(torch.isfinite(loss).all()):
+            slots = [self._slots[int(i)] for i in inputs["sca_slot"].tolist()]
+            traces = sorted({s.sample.trace_id for s in slots if s.sample is not None})
+            raise NonFiniteLossError(
+                f"step {self.state.global_step + 1}: the loss is {loss.item()} on the micro-batch "
+                f"of traces {', '.join(traces) or '(fillers only)'}; no update was applied. Check "
+                "the rewards and the model weights, lower learning_rate, then resume from the "
+                "last checkpoint (resume_from_checkpoint)"
+            )
+        return loss
+
+
+class TrainResult(BaseModel):
+    """What an offline run produced (also written to ``<output_dir>/train_result.json``)."""
+
+    schema_version: int = 1
+    algo: str
+    output_dir: str
+    """The final model: a LoRA adapter folder (or a full model with ``full_finetune``)."""
+    metrics_file: str
+    steps: int
+    train_runtime_s: float
+    replay: ReplayReport
+
+
+def train_offline(
+    traces: ReplaySet | str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    args: IFPOConfig,
+    *,
+    reward: CombinedReward | None = None,
+    model: str | os.PathLike[str] | None = None,
+    adapter: str | os.PathLike[str] | None = None,
+    resume_from_checkpoint: str | bool | None = None,
+    on_error: Literal["raise", "skip"] = "raise",
+    step_hooks: Sequence[Callable[[StepMetrics], None]] = (),
+) -> TrainResult:
+    """Replay trace files into GRPO/IFPO updates and save the adapter to ``args.output_dir``.
+
+    ``traces`` is one or more trace files, or a :class:`ReplaySet` already read. This is what
+    ``sca train --traces ... --out DIR`` runs.
+    """
+    replay = traces if isinstance(traces, ReplaySet) else load_replay(traces, on_error=on_error)
+    policy, tokenizer = load_policy(model, adapter=adapter)
+    trainer = IFPOTrainer(
+        policy,
+        args,
+        source=ReplaySource(replay, reward or default_reward()),
+        processing_class=tokenizer,
+        step_hooks=step_hooks,
+    )
+    output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    out_dir = Path(args.output_dir)
+    trainer.save_model(str(out_dir))
+    result = TrainResult(
+        algo=args.algo,
+        output_dir=str(out_dir),
+        metrics_file=str(trainer.metrics_path),
+        steps=trainer.state.global_step,
+        train_runtime_s=float(output.metrics.get("train_runtime", 0.0)),
+        replay=replay.report,
+    )
+    if trainer.is_world_process_zero():
+        (out_dir / "train_result.json").write_text(
+            result.model_dump_json(indent=2), encoding="utf-8"
+        )
+    return result
