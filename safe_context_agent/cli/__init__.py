@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import typer
 
+from safe_context_agent.cli._eval import eval_app
 from safe_context_agent.cli._model import model_app
 from safe_context_agent.cli._rules import rules_app
 from safe_context_agent.cli._run import collect, demo, run
 from safe_context_agent.cli._serve import serve_app
+from safe_context_agent.cli._train import train_app
 
 __all__ = ["app", "main"]
 
@@ -24,6 +26,8 @@ app.add_typer(rules_app, name="rules")
 app.command("run")(run)
 app.command("collect")(collect)
 app.command("demo")(demo)
+app.add_typer(eval_app, name="eval")
+app.add_typer(train_app, name="train")
 
 
 def main() -> None:
