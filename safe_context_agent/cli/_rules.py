@@ -6,7 +6,7 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,7 +17,7 @@ from safe_context_agent.errors import SafeContextError
 rules_app = typer.Typer(help="Validate, index and search rule packs.", no_args_is_help=True)
 
 
-class _Strategy(str, Enum):
+class _Strategy(StrEnum):
     hybrid = "hybrid"
     multi = "multi"
     concat = "concat"
@@ -140,7 +140,9 @@ def stats(
     typer.echo("severity " + ", ".join(f"{s} {n}" for s, n in report["severities"].items()))
     index_line = f"index {inspection.state} at {inspection.directory}"
     if inspection.manifest is not None:
-        index_line += f" ({inspection.manifest.index_kind}, {inspection.manifest.n_vectors} vectors)"
+        index_line += (
+            f" ({inspection.manifest.index_kind}, {inspection.manifest.n_vectors} vectors)"
+        )
     elif inspection.reason:
         index_line += f": {inspection.reason}; run `sca rules build {pack}`"
     typer.echo(index_line)
