@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -51,6 +51,9 @@ from safe_context_agent.eval._report import (
 from safe_context_agent.graph._resources import BASE_URL_ENV
 from safe_context_agent.judges import Judge, JudgeKind, make_judge
 from safe_context_agent.traces import ConsultMode, JsonlTraceSink, Trace, TraceSink, read_traces
+
+if TYPE_CHECKING:
+    from safe_context_agent.rules import RulePack
 
 __all__ = [
     "SUITE_ALIASES",
@@ -179,7 +182,8 @@ class EvalConfig(BaseModel):
     def _distinct_modes(cls, modes: list[ConsultMode]) -> list[ConsultMode]:
         return list(dict.fromkeys(modes))
 
-    def make_judge(self) -> Judge:
+    def refusal_judge(self) -> Judge:
+        """The judge these settings name (raises ConfigError on a missing LLM-judge setting)."""
         return make_judge(
             self.judge,
             base_url=self.judge_base_url,
@@ -278,13 +282,12 @@ def _done_runs(traces_path: Path) -> list[tuple[Trace, EvalRunMetadata]]:
 
 
 def _check_resumable(
-    done: Sequence[tuple[Trace, EvalRunMetadata]], agent: AgentConfig, traces_path: Path
+    done: Sequence[tuple[Trace, EvalRunMetadata]],
+    agent: AgentConfig,
+    pack: RulePack,
+    traces_path: Path,
 ) -> None:
-    """Refuse to mix runs of another model, sampling or rule pack into one report (and fail on
-    a bad pack before any run)."""
-    from safe_context_agent.rules import load_rule_pack
-
-    pack = load_rule_pack(agent.pack)
+    """Refuse to mix runs of another model, sampling or rule pack into one report."""
     wanted_sampling = agent.sampling.model_dump(mode="json")
     for trace, _meta in done:
         differences = []
@@ -426,8 +429,12 @@ async def _run_pending(
 async def arun_eval(config: EvalConfig, *, progress: bool = True) -> EvalResult:
     """Run what the run folder still lacks, then judge and report the whole folder."""
     started = time.perf_counter()
-    judge = config.make_judge()  # fail on a bad judge setting before any model call
-    prompts = _load_prompts(config)  # and on a bad benchmark file
+    # Fail on a bad judge setting, benchmark file or rule pack before starting anything.
+    judge = config.refusal_judge()
+    prompts = _load_prompts(config)
+    from safe_context_agent.rules import load_rule_pack
+
+    pack = load_rule_pack(config.agent.pack)
     out = config.out.expanduser()
     out.mkdir(parents=True, exist_ok=True)
     traces_path = out / TRACES_FILE
@@ -448,7 +455,7 @@ async def arun_eval(config: EvalConfig, *, progress: bool = True) -> EvalResult:
             if endpoint.served_model and "model" not in config.agent.model_fields_set:
                 update["model"] = endpoint.served_model
             agent_config = config.agent.model_copy(update=update)
-            _check_resumable(done, agent_config, traces_path)
+            _check_resumable(done, agent_config, pack, traces_path)
             failed = await _run_pending(
                 agent_config,
                 pending,

@@ -78,6 +78,7 @@ def test_bad_modes(tmp_path: Path) -> None:
         (["--suite", "xstest", "--out", "x"], "is not NAME=PATH"),
         (["--suite", f"generic={GENERIC}", "--out", "x", "--judge", "gpt"], "unknown --judge"),
         (["--suite", f"generic={GENERIC}", "--out", "x", "--judge", "llm"], "needs base_url"),
+        (["--suite", f"generic={GENERIC}", "--out", "x", "--pack", "nope"], "rule pack named"),
     ],
 )
 def test_other_bad_input(args: list[str], needle: str) -> None:
