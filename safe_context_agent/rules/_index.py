@@ -27,7 +27,7 @@ from safe_context_agent.rules._store import (
     read_index_files,
     write_index_files,
 )
-from safe_context_agent.rules._texts import VectorStrategy, rule_score, rule_texts
+from safe_context_agent.rules._texts import VectorStrategy, rule_scores, rule_texts
 
 if TYPE_CHECKING:
     import faiss
@@ -287,7 +287,11 @@ class RuleIndex:
         # score, widens only while fewer than k qualify, and stops at _HNSW_MAX_FETCH rows.
         exact = self.manifest.index_kind == "flat"
         fetch = max(16, 2 * k * int(self._row_count.max()))
-        limit = total if exact else min(total, max(_HNSW_MAX_FETCH, fetch))
+        if exact:
+            limit = total
+        else:  # HNSW visits efSearch candidates anyway; re-scoring all of them is cheap
+            fetch = max(fetch, self._hnsw_ef_search)
+            limit = min(total, max(_HNSW_MAX_FETCH, fetch))
         fetch = min(fetch, limit)
         results: list[list[RetrievedRule]] = [[] for _ in range(len(vectors))]
         pending = list(range(len(vectors)))
@@ -351,11 +355,11 @@ class RuleIndex:
         """Scores of these rules from all of their rows, not only the fetched ones."""
         if not positions:
             return []
-        starts, counts = self._row_start[positions], self._row_count[positions]
-        rows = np.concatenate([np.arange(s, s + c) for s, c in zip(starts, counts, strict=True)])
+        counts = self._row_count[positions]
+        offsets = np.cumsum(counts) - counts  # where each rule's block starts in `rows`
+        rows = np.repeat(self._row_start[positions] - offsets, counts) + np.arange(counts.sum())
         similarities = self._index.reconstruct_batch(rows) @ query
-        bounds = np.cumsum(counts)[:-1]
-        return [rule_score(block, self._strategy) for block in np.split(similarities, bounds)]
+        return rule_scores(similarities, offsets, self._strategy).tolist()
 
     def _check_arguments(
         self, k: int, categories: str | Iterable[str] | None, min_score: float | None

@@ -8,7 +8,7 @@ import numpy as np
 
 from safe_context_agent.rules._schema import Rule
 
-__all__ = ["VectorStrategy", "rule_score", "rule_texts"]
+__all__ = ["VectorStrategy", "rule_scores", "rule_texts"]
 
 VectorStrategy = Literal["hybrid", "multi", "concat"]
 """How a rule is embedded and scored against a query (similarities are cosines):
@@ -34,10 +34,15 @@ def rule_texts(rule: Rule, strategy: VectorStrategy) -> list[str]:
     return [whole, *parts]
 
 
-def rule_score(similarities: np.ndarray, strategy: VectorStrategy) -> float:
-    """A rule's score from the similarities of its rows, in :func:`rule_texts` order."""
-    if strategy == "multi":
-        return float(similarities.max())
+def rule_scores(
+    similarities: np.ndarray, starts: np.ndarray, strategy: VectorStrategy
+) -> np.ndarray:
+    """Scores of consecutive rules from their rows' similarities: rule ``i``'s rows, in
+    :func:`rule_texts` order, begin at ``similarities[starts[i]]`` and end where the next begin."""
     if strategy == "concat":
-        return float(similarities[0])
-    return float((similarities[0] + similarities[1:].max()) / 2)
+        return similarities[starts]
+    if strategy == "multi":
+        return np.maximum.reduceat(similarities, starts)
+    parts = similarities.copy()
+    parts[starts] = -np.inf  # the whole-rule rows, kept out of the best-part maximum
+    return (similarities[starts] + np.maximum.reduceat(parts, starts)) / 2
