@@ -21,7 +21,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, Field
@@ -165,6 +165,7 @@ class OnlineSource:
         self.report = ReplayReport(sources=[str(self.traces_path)])
         self._file_sink = JsonlTraceSink(self.traces_path, fsync=False)
         self._policy = agent.model
+        self._collected_by: str | None = None
         self._loaded: list[str] = []
         self._groups: dict[str, list[ReplayTrajectory]] = {}
         self._retriever: Any = None
@@ -192,6 +193,12 @@ class OnlineSource:
 
     @property
     def policy(self) -> str | None:
+        """The policy that collected the latest batch (the next batch samples ``current``)."""
+        return self._collected_by
+
+    @property
+    def current(self) -> str:
+        """The served policy the next collection samples from."""
         return self._policy
 
     def resolve(self, keys: Sequence[str], copies: Sequence[int]) -> list[ReplayTrajectory | None]:
@@ -225,6 +232,7 @@ class OnlineSource:
 
     def _collect(self, keys: Sequence[str], tag: str) -> dict[str, list[ReplayTrajectory]]:
         collected = _Collected()
+        self._collected_by = self._policy
         config = self.agent_config.model_copy(
             update={"model": self._policy, "base_url": self.base_url}
         )
@@ -284,10 +292,10 @@ class OnlineSource:
 class OnlineResult(BaseModel):
     """What an online run produced (also written to ``<output_dir>/online_result.json``)."""
 
-    schema_version: int = 1
+    schema_version: Literal[1] = 1
     algo: str
     output_dir: str = Field(description="The final LoRA adapter.")
-    policy: str | None = Field(description="The served name of the final adapter.")
+    policy: str = Field(description="The served name of the final adapter.")
     metrics_file: str
     traces_file: str
     steps: int
@@ -363,7 +371,7 @@ def run_online(
     result = OnlineResult(
         algo=args.algo,
         output_dir=str(output_dir),
-        policy=source.policy,
+        policy=source.current,
         metrics_file=str(trainer.metrics_path),
         traces_file=str(source.traces_path),
         steps=trainer.state.global_step,

@@ -745,7 +745,7 @@ class IFPOTrainer(GRPOTrainer):
 class TrainResult(BaseModel):
     """What an offline run produced (also written to ``<output_dir>/train_result.json``)."""
 
-    schema_version: int = 1
+    schema_version: Literal[1] = 1
     algo: str
     output_dir: str
     """The final model: a LoRA adapter folder (or a full model with ``full_finetune``)."""
