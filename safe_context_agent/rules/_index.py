@@ -73,7 +73,9 @@ class IndexConfig(BaseModel):
     )
     hnsw_m: int = Field(default=32, ge=4, description="HNSW graph degree.")
     hnsw_ef_construction: int = Field(default=80, ge=8)
-    hnsw_ef_search: int = Field(default=64, ge=8)
+    hnsw_ef_search: int = Field(
+        default=256, ge=8, description="HNSW candidates visited per search (recall vs time)."
+    )
     batch_size: int = Field(default=64, ge=1, description="Texts per embedding batch.")
 
 
@@ -123,7 +125,7 @@ class RuleIndex:
         manifest: IndexManifest,
         directory: Path,
         built_because: str | None = None,
-        hnsw_ef_search: int = 64,
+        hnsw_ef_search: int = 256,
     ):
         self.pack = pack
         self.embedder = embedder
