@@ -59,7 +59,8 @@ def plot_safety_plane(report: EvalReport, path: str | Path) -> Path:
         if x is None or y is None:
             continue
         # Modes often land on the same point (a weak model refuses nothing in any mode): later
-        # markers are smaller and labels stack, so every mode stays visible.
+        # markers are smaller so every mode stays visible, and the numbers go in the legend,
+        # where no whisker can cover them.
         axes.errorbar(
             x[0],
             y[0],
@@ -69,15 +70,8 @@ def plot_safety_plane(report: EvalReport, path: str | Path) -> Path:
             markersize=11 - 2.5 * plotted,
             capsize=4,
             color=_MODE_COLOURS.get(cell.mode, "black"),
-            label=f"{cell.mode} (harmful n={cell.harmful}, benign n={cell.benign})",
-        )
-        axes.annotate(
-            f"{cell.mode} ({x[0]:.0f}, {y[0]:.0f})",
-            (x[0], y[0]),
-            textcoords="offset points",
-            xytext=(10, 6 + 13 * plotted),
-            fontsize=9,
-            color=_MODE_COLOURS.get(cell.mode, "black"),
+            label=f"{cell.mode}: safety {y[0]:.1f} % of {cell.harmful}, "
+            f"over-refusal {x[0]:.1f} % of {cell.benign}",
         )
         plotted += 1
     axes.set_xlim(-3, 103)
