@@ -118,7 +118,7 @@ def run_arm(arm: str, options: argparse.Namespace) -> dict[str, Any]:
         "logging_steps": 1,
         "save_strategy": "no",
         "report_to": "none",
-        "gradient_checkpointing": False,
+        "gradient_checkpointing": True,
         "bf16": torch.cuda.is_available(),
         "seed": 0,
         "disable_tqdm": True,
@@ -194,11 +194,11 @@ def main() -> None:
     )
     parser.add_argument("--traces", help="trace file to replay (default: synthetic groups)")
     parser.add_argument("--model", help="HF model folder (default: the embedded SmolLM2)")
-    parser.add_argument("--group-size", type=int, default=8)
+    parser.add_argument("--group-size", type=int, default=4)
     parser.add_argument("--groups", type=int, default=4, help="synthetic groups (one per step)")
     parser.add_argument("--prompt-tokens", type=int, default=455, help="as the agent's prompt")
     parser.add_argument("--answer-tokens", type=int, default=48)
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per run (+1 warm-up)")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per run (+1 warm-up)")
     parser.add_argument("--repeats", type=int, default=2, help="runs per arm, alternating")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--workdir", default="/tmp/sca-bench-train-step")

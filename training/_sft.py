@@ -122,7 +122,6 @@ def train_sft(
         logging_steps=1,
         save_strategy="no",
         report_to="none",
-        gradient_checkpointing=False,
         bf16=cuda_bf16_supported(),
         max_length=None,
         seed=seed,

@@ -54,7 +54,7 @@ def test_config_defaults(tmp_path: Path) -> None:
     assert args.clip_bounds == (0.25, 4.0)
     assert args.behaviour_logprobs == "ratio"
     assert args.bf16 is False  # no CUDA here: fp32 on CPU
-    assert args.logging_steps == 1 and args.gradient_checkpointing is False
+    assert args.logging_steps == 1 and args.gradient_checkpointing is True  # as in TRL
     assert not args.full_finetune and args.lora_r == 16
 
 
