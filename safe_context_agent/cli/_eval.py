@@ -43,7 +43,8 @@ def evaluate(
         [],
         "--suite",
         "-s",
-        help=f"NAME=PATH, repeatable. Names: {_SUITE_NAMES}.",
+        help=f"A benchmark file and its suite, repeatable. Names: {_SUITE_NAMES}.",
+        metavar="NAME=PATH",
         show_default=False,
     ),
     modes: str = typer.Option(
