@@ -78,10 +78,10 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     args = parser.parse_args()
     with (
-        model_endpoint(args.base_url, args.model) as endpoint,
+        model_endpoint(args.base_url) as endpoint,
         tempfile.TemporaryDirectory() as tmp,
     ):
-        kwargs = direct_kwargs(endpoint.model, args.max_tokens)
+        kwargs = direct_kwargs(endpoint.model(args.model), args.max_tokens)
         client = OpenAI(base_url=endpoint.base_url, api_key="EMPTY")
         client.chat.completions.create(**kwargs)  # warm-up (prefix cache)
         for label, trace_path in (
@@ -90,7 +90,7 @@ def main() -> None:
         ):
             config = AgentConfig(
                 base_url=endpoint.base_url,
-                model=endpoint.model,
+                model=endpoint.model(args.model),
                 mode="never",
                 trace_path=trace_path,
                 sampling=SamplingParams(max_tokens=args.max_tokens),

@@ -160,7 +160,7 @@ class OnlineSource:
         self.adapter_prefix = adapter_prefix
         self.max_concurrency = max_concurrency
         self.keep_loaded = keep_loaded
-        self.base_url = agent.base_url or self._running_server()
+        self.base_url = self._endpoint(agent.base_url)
         self.traces_path = output_dir / "traces.jsonl"
         self.report = ReplayReport(sources=[str(self.traces_path)])
         self._file_sink = JsonlTraceSink(self.traces_path, fsync=False)
@@ -172,16 +172,16 @@ class OnlineSource:
         self._collections = 0
 
     @staticmethod
-    def _running_server() -> str:
-        from safe_context_agent.serve import find_running_server
+    def _endpoint(base_url: str | None) -> str:
+        from safe_context_agent.serve import find_endpoint
 
-        state = find_running_server()
-        if state is None:
+        endpoint = find_endpoint(base_url)
+        if endpoint is None:
             raise ServeError(
                 "online training needs a running vLLM server with runtime LoRA: start one with "
-                "sca serve, or pass AgentConfig(base_url=...)"
+                "sca serve, or pass AgentConfig(base_url=...) or set $SCA_BASE_URL"
             )
-        return state.base_url
+        return endpoint.base_url
 
     # -- RolloutSource ------------------------------------------------------------------------
     def keys(self) -> list[str]:

@@ -95,10 +95,10 @@ def run(
 ) -> None:
     """Run the agent once on PROMPT."""
     setup_logging(verbose)
-    with cli_errors(), model_endpoint(base_url, model) as endpoint:
+    with cli_errors(), model_endpoint(base_url) as endpoint:
         config = _config(
             endpoint.base_url,
-            endpoint.model,
+            endpoint.model(model),
             pack,
             mode,
             k,
@@ -151,10 +151,10 @@ def collect(
     setup_logging(verbose)
     with cli_errors():
         records = load_prompts(prompts_file)
-        with model_endpoint(base_url, model) as endpoint:
+        with model_endpoint(base_url) as endpoint:
             config = _config(
                 endpoint.base_url,
-                endpoint.model,
+                endpoint.model(model),
                 pack,
                 mode,
                 k,
@@ -175,11 +175,19 @@ def demo(
     trace: Path | None = typer.Option(None, "--trace", help="Also append the traces here."),
 ) -> None:
     """The main job on the embedded default: run the agent on a few built-in prompts."""
-    with cli_errors(), model_endpoint(base_url, model) as endpoint:
+    with cli_errors(), model_endpoint(base_url) as endpoint:
         config = _config(
-            endpoint.base_url, endpoint.model, pack, "adaptive", 3, max_tokens, 0.0, trace, None
+            endpoint.base_url,
+            endpoint.model(model),
+            pack,
+            "adaptive",
+            3,
+            max_tokens,
+            0.0,
+            trace,
+            None,
         )
-        typer.echo(f"model {endpoint.model} at {endpoint.base_url}, rule pack '{pack}'\n")
+        typer.echo(f"model {endpoint.model(model)} at {endpoint.base_url}, rule pack '{pack}'\n")
         with SafeContextAgent(config) as agent:
             agent.prepare()
             for prompt in DEMO_PROMPTS:

@@ -40,12 +40,10 @@ from safe_context_agent.eval._report import (
 )
 from safe_context_agent.eval._runner import (
     TRACES_FILE,
-    Endpoint,
     EvalConfig,
     EvalResult,
     SuiteSource,
     arun_eval,
-    open_endpoint,
     parse_modes,
     resolve_suite_name,
     rewrite_report,
@@ -55,7 +53,6 @@ from safe_context_agent.eval._runner import (
 __all__ = [
     "SUITES",
     "TRACES_FILE",
-    "Endpoint",
     "EvalCell",
     "EvalConfig",
     "EvalDataError",
@@ -78,7 +75,6 @@ __all__ = [
     "latency_summary",
     "load_suite",
     "mean_interval",
-    "open_endpoint",
     "parse_modes",
     "percentile",
     "plot_consult_by_label",

@@ -26,14 +26,13 @@ successful trace yet for that mode; the report is always recomputed from the who
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -48,8 +47,8 @@ from safe_context_agent.eval._report import (
     abuild_report,
     write_report,
 )
-from safe_context_agent.graph._resources import BASE_URL_ENV
 from safe_context_agent.judges import Judge, JudgeKind, make_judge
+from safe_context_agent.serve import Endpoint, model_endpoint
 from safe_context_agent.traces import ConsultMode, JsonlTraceSink, Trace, TraceSink, read_traces
 
 if TYPE_CHECKING:
@@ -58,12 +57,10 @@ if TYPE_CHECKING:
 __all__ = [
     "SUITE_ALIASES",
     "TRACES_FILE",
-    "Endpoint",
     "EvalConfig",
     "EvalResult",
     "SuiteSource",
     "arun_eval",
-    "open_endpoint",
     "parse_modes",
     "resolve_suite_name",
     "rewrite_report",
@@ -190,40 +187,6 @@ class EvalConfig(BaseModel):
             model=self.judge_model,
             api_key_env=self.judge_api_key_env,
         )
-
-
-# --- the model endpoint -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where the agent's model is served, and how it was found."""
-
-    base_url: str
-    served_model: str | None
-    """The served model name when the project's server is used; None for a given URL."""
-    source: Literal["given", "environment", "running", "started"]
-
-
-@contextlib.contextmanager
-def open_endpoint(base_url: str | None = None) -> Iterator[Endpoint]:
-    """``base_url``, else ``$SCA_BASE_URL``, else the server ``sca serve`` started, else the
-    embedded model started for the duration of the ``with`` block (and stopped after it)."""
-    if base_url:
-        yield Endpoint(base_url.rstrip("/"), None, "given")
-        return
-    if os.environ.get(BASE_URL_ENV):
-        yield Endpoint(os.environ[BASE_URL_ENV].rstrip("/"), None, "environment")
-        return
-    from safe_context_agent.serve import VLLMServer, find_running_server
-
-    state = find_running_server()
-    if state is not None:
-        yield Endpoint(state.base_url, state.served_model_name, "running")
-        return
-    logger.warning("no model server is running; starting the embedded model for this eval")
-    with VLLMServer() as server:
-        yield Endpoint(server.base_url, server.model, "started")
 
 
 # --- running ------------------------------------------------------------------------------
@@ -450,7 +413,7 @@ async def arun_eval(config: EvalConfig, *, progress: bool = True) -> EvalResult:
     endpoint: Endpoint | None = None
     failed = 0
     if pending:
-        with open_endpoint(config.agent.base_url) as endpoint:
+        with model_endpoint(config.agent.base_url) as endpoint:
             update: dict[str, Any] = {"base_url": endpoint.base_url}
             if endpoint.served_model and "model" not in config.agent.model_fields_set:
                 update["model"] = endpoint.served_model

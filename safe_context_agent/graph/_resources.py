@@ -7,7 +7,6 @@ once per agent, under a lock, so concurrent runs share it.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -19,8 +18,6 @@ from safe_context_agent.traces import PackRef, SafeSink, Trace, TraceSink, open_
 __all__ = ["AgentResources"]
 
 logger = logging.getLogger(__name__)
-
-BASE_URL_ENV = "SCA_BASE_URL"
 
 
 class AgentResources:
@@ -44,18 +41,14 @@ class AgentResources:
 
     def base_url(self) -> str:
         """``config.base_url``, else ``$SCA_BASE_URL``, else the server ``sca serve`` recorded."""
-        if self.config.base_url:
-            return self.config.base_url.rstrip("/")
-        if os.environ.get(BASE_URL_ENV):
-            return os.environ[BASE_URL_ENV].rstrip("/")
-        from safe_context_agent.serve import find_running_server
+        from safe_context_agent.serve import find_endpoint
 
-        state = find_running_server()
-        if state is None:
+        endpoint = find_endpoint(self.config.base_url)
+        if endpoint is None:
             raise ConfigError(
                 "no model endpoint: set base_url (or $SCA_BASE_URL), or start the embedded server with: sca serve"
             )
-        return state.base_url
+        return endpoint.base_url
 
     @property
     def retriever(self) -> Any:

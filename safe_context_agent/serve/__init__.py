@@ -12,7 +12,12 @@ from safe_context_agent.serve._embedded import (
     prepare_embedded_model,
     verify_model_folder,
 )
-from safe_context_agent.serve._endpoint import Endpoint, model_endpoint
+from safe_context_agent.serve._endpoint import (
+    BASE_URL_ENV,
+    Endpoint,
+    find_endpoint,
+    model_endpoint,
+)
 from safe_context_agent.serve._server import (
     ServerConfig,
     ServerState,
@@ -25,6 +30,7 @@ from safe_context_agent.serve._server import (
 )
 
 __all__ = [
+    "BASE_URL_ENV",
     "EMBEDDED_MODEL_NAME",
     "EMBEDDED_SERVED_NAME",
     "Endpoint",
@@ -38,6 +44,7 @@ __all__ = [
     "embedded_chat_template_path",
     "embedded_model_dir",
     "find_embedded_gguf",
+    "find_endpoint",
     "find_running_server",
     "model_endpoint",
     "prepare_embedded_model",

@@ -1,44 +1,70 @@
-"""Find a model endpoint for a command: the one given, else the running server, else start one."""
+"""Find a model endpoint: the one given, else ``$SCA_BASE_URL``, else the running server, else
+start the embedded model for the duration of a ``with`` block.
+
+Every entry point that talks to a model (the agent, ``sca run``/``collect``/``demo``/``eval``,
+online training) resolves its endpoint here, so they all agree on the order.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 from safe_context_agent.serve._server import ServerConfig, VLLMServer, find_running_server
 
-__all__ = ["Endpoint", "model_endpoint"]
+__all__ = ["BASE_URL_ENV", "Endpoint", "find_endpoint", "model_endpoint"]
 
 logger = logging.getLogger(__name__)
+
+BASE_URL_ENV = "SCA_BASE_URL"
+"""Environment variable naming an OpenAI-compatible endpoint (``http://host:port/v1``)."""
+
+EndpointSource = Literal["given", "environment", "running", "started"]
 
 
 @dataclass(frozen=True)
 class Endpoint:
+    """Where the model is served, and how it was found."""
+
     base_url: str
-    model: str
-    started_here: bool
+    served_model: str | None
+    """The served model name when the project's server was found or started; None for a URL
+    given directly or through the environment (the caller knows which model it serves)."""
+    source: EndpointSource
+
+    def model(self, requested: str | None = None, default: str = "smollm2") -> str:
+        """The model to request: the caller's choice, else the served one, else ``default``."""
+        return requested or self.served_model or default
+
+
+def find_endpoint(base_url: str | None = None) -> Endpoint | None:
+    """``base_url``, else ``$SCA_BASE_URL``, else the server ``sca serve`` recorded; else None."""
+    if base_url:
+        return Endpoint(base_url.rstrip("/"), None, "given")
+    if os.environ.get(BASE_URL_ENV):
+        return Endpoint(os.environ[BASE_URL_ENV].rstrip("/"), None, "environment")
+    running = find_running_server()
+    if running is not None:
+        return Endpoint(running.base_url, running.served_model_name, "running")
+    return None
 
 
 @contextlib.contextmanager
 def model_endpoint(
-    base_url: str | None = None,
-    model: str | None = None,
-    *,
-    server_config: ServerConfig | None = None,
+    base_url: str | None = None, *, server_config: ServerConfig | None = None
 ) -> Iterator[Endpoint]:
-    """``base_url`` if given; else the server ``sca serve`` recorded; else the embedded model,
-    served for the duration of the ``with`` block (about 30 s to start on a 2-core CPU)."""
-    if base_url:
-        yield Endpoint(base_url.rstrip("/"), model or "smollm2", started_here=False)
-        return
-    running = find_running_server()
-    if running is not None:
-        yield Endpoint(running.base_url, model or running.served_model_name, started_here=False)
+    """:func:`find_endpoint`, else the embedded model served for the duration of the ``with``
+    block and stopped after it (about 30 s to start on a 2-core CPU)."""
+    found = find_endpoint(base_url)
+    if found is not None:
+        yield found
         return
     logger.warning(
         "no server running: starting the embedded model for this command (sca serve keeps one up)"
     )
     with VLLMServer(server_config) as server:
-        yield Endpoint(server.base_url, model or server.model, started_here=True)
+        yield Endpoint(server.base_url, server.model, "started")

@@ -150,3 +150,27 @@ def test_command_serves_any_model_by_configuration(tmp_path) -> None:
     assert "--enforce-eager" not in command and "--chat-template" not in command
     assert command[-1] == "--gpu-memory-utilization=0.8"
     assert "--tool-call-parser" in command and "--enable-lora" in command
+
+
+@pytest.mark.parametrize(
+    ("flags", "device", "expected"),
+    [
+        ("fpu avx2 fma", "cpu", "float32"),  # bf16 emulated: fp32 measured ~3x faster
+        ("fpu avx2 avx512f avx512_bf16", "cpu", "bfloat16"),
+        ("fpu avx2 amx_bf16 amx_tile", "cpu", "bfloat16"),
+        ("fpu avx2", "gpu", "bfloat16"),
+    ],
+)
+def test_embedded_dtype_follows_the_cpu(tmp_path, monkeypatch, flags, device, expected) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    original = server_module.cpu_has_native_bf16
+    monkeypatch.setattr(server_module, "cpu_has_native_bf16", lambda: original(cpuinfo))
+    command = build_command(ServerConfig(device=device), "/m", "smollm2", None, port=8000)
+    assert command[command.index("--dtype") + 1] == expected
+    explicit = build_command(ServerConfig(device=device, dtype="bfloat16"), "/m", "s", None, 8000)
+    assert explicit[explicit.index("--dtype") + 1] == "bfloat16"
+
+
+def test_unreadable_cpuinfo_means_no_native_bf16(tmp_path) -> None:
+    assert server_module.cpu_has_native_bf16(tmp_path / "missing") is False
