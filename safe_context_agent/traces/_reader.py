@@ -3,7 +3,9 @@
 The reader is strict about what it cannot be sure of and tolerant of what a crash leaves behind:
 
 - a JSON lines file whose last line is cut short (no newline, not valid JSON: a writer stopped
-  mid-record) loses that line, which the report lists; it is never an error;
+  mid-record) loses that line, which the report lists; it is never an error. The same holds for
+  a cut-short line *followed by* newer lines: the sink starts a fresh line after a torn tail, so
+  a crash and a later append leave a record that is a JSON prefix, then a newline;
 - any other malformed record raises a :class:`~safe_context_agent.errors.TraceError` naming the
   file, the line (or SQLite row), the trace id when it can be recovered and the offending field,
   or, with ``on_error="skip"``, is left out and listed in the report;
@@ -175,8 +177,12 @@ class _Truncated(_Malformed):
     pass
 
 
-# A record as stored: a JSON lines line (bytes, and whether it ended in a newline) or a row.
-_Raw = tuple[bytes, bool] | dict[str, Any]
+# Where a JSON lines record sits: the last line without a newline ("cut": a writer stopped
+# mid-record), a line with more lines after it ("followed": a cut-short one there was resumed
+# after, see JsonlTraceSink), or the final newline-terminated line / an SQLite row ("whole").
+_Ending = Literal["cut", "followed", "whole"]
+# A record as stored: text and where it sits, or a row.
+_Raw = tuple[bytes, _Ending] | dict[str, Any]
 
 
 def _format_of(path: Path) -> Literal["jsonl", "sqlite", "parquet"]:
@@ -204,9 +210,15 @@ def _records(path: Path) -> Iterator[tuple[str, _Raw]]:
 
 def _jsonl_records(path: Path) -> Iterator[tuple[str, _Raw]]:
     with path.open("rb") as lines:
+        pending: tuple[str, bytes] | None = None
         for number, line in enumerate(lines, start=1):
-            if line.strip():
-                yield f"{path}:{number}", (line, line.endswith(b"\n"))
+            if not line.strip():
+                continue
+            if pending is not None:
+                yield pending[0], (pending[1], "followed")
+            pending = (f"{path}:{number}", line)
+        if pending is not None:
+            yield pending[0], (pending[1], "whole" if pending[1].endswith(b"\n") else "cut")
 
 
 def _sqlite_records(path: Path) -> Iterator[tuple[str, _Raw]]:
@@ -228,7 +240,7 @@ def _sqlite_records(path: Path) -> Iterator[tuple[str, _Raw]]:
                 f" safe-context-agent reads ({SQLITE_LAYOUT_VERSION}); {_UPGRADE}"
             )
         for rowid, trace_json in rows:
-            yield f"{path} row {rowid}", (str(trace_json).encode(), True)
+            yield f"{path} row {rowid}", (str(trace_json).encode(), "whole")
     finally:
         conn.close()
 
@@ -251,15 +263,21 @@ def _decode_record(location: str, raw: _Raw) -> Trace:
     if isinstance(raw, dict):
         data: Any = raw
     else:
-        line, terminated = raw
+        line, ending = raw
         try:
             data = json.loads(line)
         except ValueError as exc:
             found = _TRACE_ID_IN_TEXT.search(line)
             trace_id = found.group(1).decode(errors="replace") if found else None
-            if not terminated:
+            if ending == "cut":
                 raise _Truncated(
                     "the last line is cut short (a writer stopped mid-record); left out",
+                    trace_id,
+                ) from None
+            if ending == "followed" and _is_cut_short(line, exc):
+                raise _Truncated(
+                    "the line is cut short (a writer stopped mid-record, later writers went on "
+                    "after it); left out",
                     trace_id,
                 ) from None
             detail = (
@@ -285,6 +303,21 @@ def _decode_record(location: str, raw: _Raw) -> Trace:
         return Trace.model_validate(data)
     except ValidationError as exc:
         raise _Malformed(_describe(exc), trace_id) from None
+
+
+def _is_cut_short(line: bytes, exc: ValueError) -> bool:
+    """A trace record that stops early: the decoder ran off the end of the line, not into junk."""
+    if not isinstance(exc, json.JSONDecodeError) or not line.lstrip().startswith(b"{"):
+        return False
+    tail = line.rstrip()[exc.pos :]
+    cut_in_literal = bool(tail) and any(
+        word.startswith(tail) for word in (b"true", b"false", b"null")
+    )
+    return (
+        exc.msg.startswith("Unterminated string")
+        or exc.pos >= len(line.rstrip()) - 1
+        or cut_in_literal
+    )
 
 
 def _check_version(

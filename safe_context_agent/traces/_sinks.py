@@ -196,6 +196,14 @@ def _serialise(trace: Trace) -> str:
         ) from exc
 
 
+def _ends_mid_line(path: Path) -> bool:
+    with path.open("rb") as handle:
+        if handle.seek(0, os.SEEK_END) == 0:
+            return False
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) != b"\n"
+
+
 class JsonlTraceSink(TraceSink):
     """Append one JSON line per trace (``trace.model_dump_json()``).
 
@@ -217,6 +225,9 @@ class JsonlTraceSink(TraceSink):
             )
             if created and fsync:
                 _fsync_folder(self.path.parent)
+            # A writer that died mid-line left a torn last record: start on a fresh line so the
+            # first new trace is not glued to it (the reader then skips only the torn line).
+            self._torn_tail = not created and _ends_mid_line(self.path)
         except OSError as exc:
             raise TraceError(
                 f"{self.path}: cannot open the trace file for appending ({exc.strerror});"
@@ -242,6 +253,8 @@ class JsonlTraceSink(TraceSink):
         if self._fd is None:
             raise TraceError(f"{self.path}: the sink is closed; open a new one to write")
         data = b"".join(lines)
+        if self._torn_tail:
+            data = b"\n" + data
         try:
             written = os.write(self._fd, data)
             # A short write (disk full, a signal) is finished by further writes; the lines may
@@ -255,6 +268,7 @@ class JsonlTraceSink(TraceSink):
                 f"{self.path}: appending {len(lines)} trace(s) failed ({exc.strerror});"
                 " check free disk space and permissions"
             ) from exc
+        self._torn_tail = False
         return [None] * len(lines)
 
 

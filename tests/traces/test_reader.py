@@ -273,3 +273,31 @@ def test_group_traces_refuses_double_counting(make_trace: TraceFactory) -> None:
         f"group g has several traces with sample_index 0 ({first.trace_id}, {clash.trace_id});"
         " give each sample of a group its own sample_index"
     )
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.999, 13])
+def test_appending_after_a_torn_tail_loses_only_the_torn_record(
+    tmp_path: Path, make_trace: TraceFactory, cut: float
+) -> None:
+    path = tmp_path / "t.jsonl"
+    traces = [make_trace(seed) for seed in range(4)]
+    lines = write_jsonl(path, traces[:2])
+    # The writer of the second record died part-way through it ...
+    keep = int(len(lines[1]) * cut) if cut < 1 else cut
+    rewrite(path, [lines[0], lines[1][:keep]], final_newline=False)
+    # ... and a later run appends to the same file (a resumed collection does exactly this).
+    write_jsonl(path, traces[2:])
+    result = read_traces(path)  # on_error="raise": a torn record is a crash artefact, not an error
+    assert [t.trace_id for t in result] == [traces[i].trace_id for i in (0, 2, 3)]
+    assert [s.location for s in result.report.skipped] == [f"{path}:2"]
+    assert "cut short" in result.report.skipped[0].reason
+
+
+def test_junk_in_the_middle_of_a_file_is_still_an_error(
+    tmp_path: Path, make_trace: TraceFactory
+) -> None:
+    path = tmp_path / "t.jsonl"
+    lines = write_jsonl(path, [make_trace(seed) for seed in range(2)])
+    rewrite(path, [lines[0].replace(",", ",,", 1), lines[1]])
+    with pytest.raises(TraceError, match=r":1: .*not valid JSON"):
+        list(read_traces(path))
