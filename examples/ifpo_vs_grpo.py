@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from safe_context_agent import AgentConfig, SafeContextAgent, SamplingParams
+from safe_context_agent import AgentConfig, PromptRecord, SamplingParams, collect_traces
 from safe_context_agent.eval import EvalPrompt, load_suite
 from safe_context_agent.serve import find_endpoint
 from safe_context_agent.traces import JsonlTraceSink, Trace, read_traces
@@ -99,8 +99,7 @@ def warm_start(args: argparse.Namespace, train: list[EvalPrompt], out: Path) -> 
         return folder
     started = time.perf_counter()
     collected = out / "warm_start_traces.jsonl"
-    if not collected.exists():
-        _collect(args, train, collected, n=args.warm_n, model=args.model, temperature=1.0)
+    _collect(args, train, collected, n=args.warm_n, model=args.model, temperature=1.0)
     replay = load_replay(collected, need_logprobs=False)
     score_trajectories(replay.trajectories(), default_reward())
     cells: dict[tuple[str, bool], list[Trace]] = {}
@@ -224,23 +223,17 @@ def _collect(
     model: str,
     temperature: float,
 ) -> list[Trace]:
+    """``n`` runs per prompt into ``path``; resumable (runs already there are not made again)."""
     config = AgentConfig(
         base_url=args.base_url,
         model=model,
         sampling=SamplingParams(temperature=temperature, max_tokens=args.max_tokens),
-        trace_path=str(path),
     )
-    texts, runs = [], []
-    for prompt in prompts:
-        for index in range(n):
-            texts.append(prompt.prompt)
-            metadata: dict[str, Any] = {"label": prompt.label, "prompt_id": prompt.id}
-            if prompt.answer is not None:
-                metadata["answer"] = prompt.answer
-            runs.append({"group_id": prompt.id, "sample_index": index, "metadata": metadata})
-    with SafeContextAgent(config) as agent:
-        agent.batch(texts, runs=runs, max_concurrency=args.concurrency, return_exceptions=True)
-    return read_traces(path)
+    records = [
+        PromptRecord(id=p.id, prompt=p.prompt, label=p.label, answer=p.answer) for p in prompts
+    ]
+    collect_traces(config, records, n=n, out=path, concurrency=args.concurrency, progress=False)
+    return list(read_traces(path))
 
 
 def probe(
@@ -255,9 +248,7 @@ def probe(
     if adapter is not None:
         load_lora_adapter(args.base_url, served, adapter)
     try:
-        if not path.exists():
-            _collect(args, prompts, path, n=1, model=served if adapter else args.model,
-                     temperature=0.0)  # fmt: skip
+        _collect(args, prompts, path, n=1, model=served if adapter else args.model, temperature=0.0)
     finally:
         if adapter is not None:
             unload_lora_adapter(args.base_url, served)

@@ -192,6 +192,30 @@ def _print_step(record: Any) -> None:
     )
 
 
+def _algorithm(
+    algo: _Algo, scope: _Scope, apply_to: _ApplyTo, weight_clip: str, behaviour: _Behaviour
+) -> dict[str, Any]:
+    """The IFPOConfig fields of the advantage estimator, from the shared options."""
+    return {
+        "algo": algo.value,
+        "frequency_scope": scope.value,
+        "apply_to": apply_to.value,
+        "weight_clip": _weight_clip(weight_clip),
+        "behaviour_logprobs": behaviour.value,
+    }
+
+
+def _optimiser(lr: float, beta: float, lora_r: int, seed: int) -> dict[str, Any]:
+    """The IFPOConfig fields of the update, from the shared options (LoRA alpha is 2 r)."""
+    return {
+        "learning_rate": lr,
+        "beta": beta,
+        "lora_r": lora_r,
+        "lora_alpha": 2 * lora_r,
+        "seed": seed,
+    }
+
+
 def _config(training: ModuleType, **fields: Any) -> Any:
     save_steps = fields.pop("save_steps")
     return training.IFPOConfig(
@@ -267,22 +291,14 @@ def train(
         args = _config(
             training,
             output_dir=str(out),
-            algo=algo.value,
             num_generations=size,
             per_device_train_batch_size=size * groups_per_step,
             max_steps=steps,
             num_train_epochs=epochs,
-            learning_rate=lr,
-            beta=beta,
-            frequency_scope=frequency_scope.value,
-            apply_to=apply_to.value,
-            weight_clip=_weight_clip(weight_clip),
-            behaviour_logprobs=behaviour_logprobs.value,
             full_finetune=full_finetune,
-            lora_r=lora_r,
-            lora_alpha=2 * lora_r,
             save_steps=save_steps,
-            seed=seed,
+            **_algorithm(algo, frequency_scope, apply_to, weight_clip, behaviour_logprobs),
+            **_optimiser(lr, beta, lora_r, seed),
         )
         result = training.train_offline(
             replay,
@@ -376,20 +392,12 @@ def online(
         args = _config(
             training,
             output_dir=str(out),
-            algo=algo.value,
             num_generations=group_size,
             per_device_train_batch_size=group_size * prompts_per_step,
             max_steps=steps,
-            learning_rate=lr,
-            beta=beta,
-            frequency_scope=frequency_scope.value,
-            apply_to=apply_to.value,
-            weight_clip=_weight_clip(weight_clip),
-            behaviour_logprobs=behaviour_logprobs.value,
-            lora_r=lora_r,
-            lora_alpha=2 * lora_r,
             save_steps=save_steps,
-            seed=seed,
+            **_algorithm(algo, frequency_scope, apply_to, weight_clip, behaviour_logprobs),
+            **_optimiser(lr, beta, lora_r, seed),
         )
         result = training.run_online(
             prompts,
