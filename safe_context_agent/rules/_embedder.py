@@ -144,10 +144,19 @@ class Embedder:
             with self._lock:
                 if self._model is None:
                     from sentence_transformers import SentenceTransformer
+                    from transformers.utils import logging as transformers_logging
 
-                    self._model = SentenceTransformer(
-                        str(self.path), device=self.device, local_files_only=True
-                    )
+                    # A 103-tensor model loads in milliseconds; its "Loading weights" bar would
+                    # only clutter the output of the user's app (and of every sca command).
+                    bars_were_on = transformers_logging.is_progress_bar_enabled()
+                    transformers_logging.disable_progress_bar()
+                    try:
+                        self._model = SentenceTransformer(
+                            str(self.path), device=self.device, local_files_only=True
+                        )
+                    finally:
+                        if bars_were_on:
+                            transformers_logging.enable_progress_bar()
         return self._model
 
 
