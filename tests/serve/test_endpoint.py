@@ -1,0 +1,62 @@
+"""Every entry point resolves its model endpoint the same way: given, environment, running, start."""
+
+from __future__ import annotations
+
+import pytest
+
+from safe_context_agent.serve import BASE_URL_ENV, _endpoint, find_endpoint, model_endpoint
+
+
+class _Running:
+    base_url = "http://127.0.0.1:9001/v1"
+    served_model_name = "served-name"
+
+
+@pytest.fixture
+def running(monkeypatch) -> None:
+    monkeypatch.setattr(_endpoint, "find_running_server", lambda: _Running())
+
+
+def test_given_url_wins_over_everything(monkeypatch, running) -> None:
+    monkeypatch.setenv(BASE_URL_ENV, "http://env:1/v1")
+    endpoint = find_endpoint("http://given:2/v1/")
+    assert (endpoint.base_url, endpoint.served_model, endpoint.source) == (
+        "http://given:2/v1", None, "given"
+    )  # fmt: skip
+    assert endpoint.model() == "smollm2" and endpoint.model("mine") == "mine"
+
+
+def test_environment_comes_before_the_running_server(monkeypatch, running) -> None:
+    monkeypatch.setenv(BASE_URL_ENV, "http://env:1/v1")
+    assert find_endpoint().source == "environment"
+
+
+def test_running_server_supplies_its_served_model(monkeypatch, running) -> None:
+    monkeypatch.delenv(BASE_URL_ENV, raising=False)
+    endpoint = find_endpoint()
+    assert endpoint.source == "running" and endpoint.model() == "served-name"
+    assert endpoint.model("override") == "override"
+
+
+def test_nothing_found_is_none_and_model_endpoint_starts_the_embedded_server(monkeypatch) -> None:
+    monkeypatch.delenv(BASE_URL_ENV, raising=False)
+    monkeypatch.setattr(_endpoint, "find_running_server", lambda: None)
+    assert find_endpoint() is None
+    started = []
+
+    class _Server:
+        base_url, model = "http://127.0.0.1:9002/v1", "smollm2"
+
+        def __init__(self, config) -> None:
+            started.append(config)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            started.append("stopped")
+
+    monkeypatch.setattr(_endpoint, "VLLMServer", _Server)
+    with model_endpoint() as endpoint:
+        assert endpoint.source == "started" and endpoint.base_url == _Server.base_url
+    assert started == [None, "stopped"]
