@@ -99,7 +99,7 @@ def warm_start(args: argparse.Namespace, train: list[EvalPrompt], out: Path) -> 
         return folder
     started = time.perf_counter()
     collected = out / "warm_start_traces.jsonl"
-    _collect(args, train, collected, n=args.warm_n, model=args.model, temperature=1.0)
+    _collect(args, train, collected, n=args.warm_n, model=args.model, temperature=args.temperature)
     replay = load_replay(collected, need_logprobs=False)
     score_trajectories(replay.trajectories(), default_reward())
     cells: dict[tuple[str, bool], list[Trace]] = {}
@@ -182,12 +182,16 @@ def run_arm(
         lora_alpha=2 * args.lora_r,
         save_strategy="no",
         seed=args.seed,
+        temperature=args.temperature,
+        # vLLM records temperature-1 logprobs; at another temperature the PPO ratio is taken
+        # against the trainer's own (tempered) model instead, TRL's default.
+        behaviour_logprobs="ratio" if args.temperature == 1.0 else "ignore",
         disable_tqdm=True,
     )
     agent = AgentConfig(
         base_url=args.base_url,
         model=args.model,
-        sampling=SamplingParams(temperature=1.0, max_tokens=args.max_tokens),
+        sampling=SamplingParams(temperature=args.temperature, max_tokens=args.max_tokens),
     )
     started = time.perf_counter()
     result = run_online(
@@ -293,6 +297,13 @@ def main() -> None:
     add("--group-size", type=int, default=8, help="Runs per prompt (G).")
     add("--prompts-per-step", type=int, default=2)
     add("--max-tokens", type=int, default=64, help="Token budget per model turn.")
+    add(
+        "--temperature",
+        type=float,
+        default=0.7,
+        help="Sampling temperature of the rollouts (the policy is the tempered model). On the "
+        "embedded model the consult rate was 6%% of harmful prompts at 1.0 and 25%% at 0.7.",
+    )
     add("--harmful-per-source", type=int, default=8)
     add("--benign-per-source", type=int, default=6)
     add("--probe-per-source", type=int, default=4)

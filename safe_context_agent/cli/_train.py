@@ -216,6 +216,24 @@ def _optimiser(lr: float, beta: float, lora_r: int, seed: int) -> dict[str, Any]
     }
 
 
+def _run_options(
+    training: ModuleType,
+    judging: tuple[_Judge, str | None, str | None, float | None],
+    weights: tuple[float, float, float],
+    model: Path | None,
+    adapter: Path | None,
+    resume: str | None,
+) -> dict[str, Any]:
+    """The keyword arguments ``train_offline`` and ``run_online`` share."""
+    return {
+        "reward": _reward(training, *judging, weights),
+        "model": model,
+        "adapter": adapter,
+        "resume_from_checkpoint": _resume(resume),
+        "step_hooks": [_print_step],
+    }
+
+
 def _config(training: ModuleType, **fields: Any) -> Any:
     save_steps = fields.pop("save_steps")
     return training.IFPOConfig(
@@ -303,18 +321,14 @@ def train(
         result = training.train_offline(
             replay,
             args,
-            reward=_reward(
+            **_run_options(
                 training,
-                judge,
-                judge_url,
-                judge_model,
-                judge_unknown,
+                (judge, judge_url, judge_model, judge_unknown),
                 (behaviour_weight, correctness_weight, format_weight),
+                model,
+                adapter,
+                resume,
             ),
-            model=model,
-            adapter=adapter,
-            resume_from_checkpoint=_resume(resume),
-            step_hooks=[_print_step],
         )
     typer.echo(
         f"trained {result.steps} steps ({result.algo}) in {result.train_runtime_s:.0f} s; "
@@ -403,20 +417,16 @@ def online(
             prompts,
             args,
             agent=agent,
-            reward=_reward(
+            **_run_options(
                 training,
-                judge,
-                judge_url,
-                judge_model,
-                judge_unknown,
+                (judge, judge_url, judge_model, judge_unknown),
                 (behaviour_weight, correctness_weight, format_weight),
+                model,
+                adapter,
+                resume,
             ),
-            model=model,
-            adapter=adapter,
             adapter_prefix=adapter_prefix,
             max_concurrency=max_concurrency,
-            resume_from_checkpoint=_resume(resume),
-            step_hooks=[_print_step],
         )
     typer.echo(
         f"trained {result.steps} online steps ({result.algo}); final policy {result.policy} "
