@@ -81,7 +81,8 @@ def main() -> None:
         model_endpoint(args.base_url) as endpoint,
         tempfile.TemporaryDirectory() as tmp,
     ):
-        kwargs = direct_kwargs(endpoint.model(args.model), args.max_tokens)
+        model = endpoint.model(args.model)
+        kwargs = direct_kwargs(model, args.max_tokens)
         client = OpenAI(base_url=endpoint.base_url, api_key="EMPTY")
         client.chat.completions.create(**kwargs)  # warm-up (prefix cache)
         for label, trace_path in (
@@ -90,7 +91,7 @@ def main() -> None:
         ):
             config = AgentConfig(
                 base_url=endpoint.base_url,
-                model=endpoint.model(args.model),
+                model=model,
                 mode="never",
                 trace_path=trace_path,
                 sampling=SamplingParams(max_tokens=args.max_tokens),

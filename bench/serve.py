@@ -122,13 +122,10 @@ def main() -> None:
     from safe_context_agent.serve import model_endpoint
 
     with model_endpoint(args.base_url) as endpoint:
-        vllm_single(endpoint.base_url, endpoint.model(args.model), prompts[:1], 8)  # warm-up
-        v_ttft, v_rate = vllm_single(
-            endpoint.base_url, endpoint.model(args.model), prompts, args.max_tokens
-        )
-        v_agg = asyncio.run(
-            vllm_concurrent(endpoint.base_url, endpoint.model(args.model), prompts, args.max_tokens)
-        )
+        base_url, model = endpoint.base_url, endpoint.model(args.model)
+        vllm_single(base_url, model, prompts[:1], 8)  # warm-up
+        v_ttft, v_rate = vllm_single(base_url, model, prompts, args.max_tokens)
+        v_agg = asyncio.run(vllm_concurrent(base_url, model, prompts, args.max_tokens))
     t_ttft, t_rate = transformers_single(prompts, args.max_tokens)
 
     med = statistics.median

@@ -176,18 +176,11 @@ def demo(
 ) -> None:
     """The main job on the embedded default: run the agent on a few built-in prompts."""
     with cli_errors(), model_endpoint(base_url) as endpoint:
+        served = endpoint.model(model)
         config = _config(
-            endpoint.base_url,
-            endpoint.model(model),
-            pack,
-            "adaptive",
-            3,
-            max_tokens,
-            0.0,
-            trace,
-            None,
+            endpoint.base_url, served, pack, "adaptive", 3, max_tokens, 0.0, trace, None
         )
-        typer.echo(f"model {endpoint.model(model)} at {endpoint.base_url}, rule pack '{pack}'\n")
+        typer.echo(f"model {served} at {endpoint.base_url}, rule pack '{pack}'\n")
         with SafeContextAgent(config) as agent:
             agent.prepare()
             for prompt in DEMO_PROMPTS:

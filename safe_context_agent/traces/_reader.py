@@ -309,15 +309,12 @@ def _is_cut_short(line: bytes, exc: ValueError) -> bool:
     """A trace record that stops early: the decoder ran off the end of the line, not into junk."""
     if not isinstance(exc, json.JSONDecodeError) or not line.lstrip().startswith(b"{"):
         return False
-    tail = line.rstrip()[exc.pos :]
+    text = line.rstrip()
+    tail = text[exc.pos :]
     cut_in_literal = bool(tail) and any(
         word.startswith(tail) for word in (b"true", b"false", b"null")
     )
-    return (
-        exc.msg.startswith("Unterminated string")
-        or exc.pos >= len(line.rstrip()) - 1
-        or cut_in_literal
-    )
+    return exc.msg.startswith("Unterminated string") or exc.pos >= len(text) - 1 or cut_in_literal
 
 
 def _check_version(
