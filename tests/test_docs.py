@@ -21,7 +21,9 @@ def _blocks(path: Path) -> list[str]:
 
 
 @pytest.mark.server
-@pytest.mark.parametrize("doc", [d for d in DOCS if d.exists() and _blocks(d)], ids=lambda d: d.name)
+@pytest.mark.parametrize(
+    "doc", [d for d in DOCS if d.exists() and _blocks(d)], ids=lambda d: d.name
+)
 def test_code_blocks_run(doc: Path, vllm_server, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("SCA_BASE_URL", vllm_server.base_url)
     monkeypatch.chdir(tmp_path)
@@ -30,4 +32,6 @@ def test_code_blocks_run(doc: Path, vllm_server, tmp_path, monkeypatch) -> None:
         try:
             exec(compile(block, f"{doc.name} block {number}", "exec"), namespace)
         except Exception as exc:
-            raise AssertionError(f"{doc.name}, python block {number} failed: {exc!r}\n{block}") from exc
+            raise AssertionError(
+                f"{doc.name}, python block {number} failed: {exc!r}\n{block}"
+            ) from exc

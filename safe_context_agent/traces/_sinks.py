@@ -24,9 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, Protocol, Self, TypeVar
 
-from pydantic_core import PydanticSerializationError
-
 from safe_context_agent.errors import SafeContextError, TraceError
+from safe_context_agent.traces._encode import trace_json
 from safe_context_agent.traces._schema import Trace
 
 __all__ = [
@@ -186,16 +185,6 @@ class _GroupCommit(Generic[T]):
             ticket.done = True
 
 
-def _serialise(trace: Trace) -> str:
-    try:
-        return trace.model_dump_json()
-    except PydanticSerializationError as exc:
-        raise TraceError(
-            f"trace {trace.trace_id} cannot be written as JSON ({exc}); keep `metadata`,"
-            " `sampling` and message contents to JSON types (str, number, bool, list, dict)"
-        ) from exc
-
-
 def _ends_mid_line(path: Path) -> bool:
     with path.open("rb") as handle:
         if handle.seek(0, os.SEEK_END) == 0:
@@ -205,7 +194,7 @@ def _ends_mid_line(path: Path) -> bool:
 
 
 class JsonlTraceSink(TraceSink):
-    """Append one JSON line per trace (``trace.model_dump_json()``).
+    """Append one JSON line per trace (the bytes of ``trace.model_dump_json()``).
 
     The file is opened with ``O_APPEND`` and every flush is a single ``write`` of whole lines, so
     several processes can append to one file without their lines interleaving (on local file
@@ -239,7 +228,7 @@ class JsonlTraceSink(TraceSink):
         return f"JsonlTraceSink({str(self.path)!r}, fsync={self.fsync})"
 
     def write(self, trace: Trace) -> None:
-        self._commit.submit((_serialise(trace) + "\n").encode())
+        self._commit.submit(trace_json(trace, newline=True))
 
     def close(self) -> None:
         self._commit.exclusive(self._close_file)
@@ -362,7 +351,7 @@ class SqliteTraceSink(TraceSink):
             trace.mode,
             int(trace.consulted),
             trace.schema_version,
-            _serialise(trace),
+            trace_json(trace).decode(),
         )
         self._commit.submit(_SqliteRow(trace.trace_id, values))
 
