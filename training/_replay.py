@@ -11,7 +11,9 @@ A trajectory with model turns ``t1 … tn`` becomes
   ``prompt_token_ids + completion_token_ids``: ``prompt = p1`` and
   ``completion = c1 + s1 + c2 + … + cn``, where ``s_k`` are the new prompt tokens between turns
   (the tool result and the chat scaffolding around it, ``env_mask`` 0);
-- otherwise **one sample per turn**, ``(p_k, c_k)``, each exactly as served.
+- otherwise **one sample per turn**, each exactly as served: the first turn's prompt ``p1`` as
+  the prompt, and the rest of ``p_k`` (earlier turns and tool results, ``env_mask`` 0) ahead of
+  ``c_k`` in the completion.
 
 Only model-generated tokens carry ``env_mask`` 1 (and so a loss); system, user and tool tokens
 are either in the prompt or masked. The recorded logprobs are the behaviour policy's.
@@ -140,7 +142,9 @@ class ReplayReport(BaseModel):
     samples: int = 0
     model_tokens: int = Field(default=0, description="Completion tokens that carry a loss.")
     masked_tokens: int = Field(
-        default=0, description="Completion tokens masked out (tool results, scaffolding)."
+        default=0,
+        description="Completion tokens masked out (tool results, scaffolding, and the earlier"
+        " turns that per-turn samples carry ahead of their own tokens).",
     )
     skipped_records: list[SkippedRecord] = Field(
         default_factory=list, description="Records the reader left out (a cut-short last line)."
@@ -229,20 +233,39 @@ def replay_trajectory(trace: Trace, *, need_logprobs: bool = True) -> ReplayTraj
         )
         return ReplayTrajectory(trace=trace, samples=[sample], concatenated=True)
 
-    samples = [
-        ReplaySample(
-            trace_id=trace.trace_id,
-            group_id=group_id,
-            kind="turn",
-            turn_indices=(turn.index,),
-            prompt_ids=list(turn.prompt_token_ids or []),
-            completion_ids=list(turn.completion_token_ids or []),
-            logprobs=logprobs_of(k),
-            env_mask=[1] * len(turn.completion_token_ids or []),
+    first_prompt = list(turns[0].prompt_token_ids or [])
+    samples = []
+    for k, turn in enumerate(turns):
+        served = list(turn.prompt_token_ids or [])
+        new = list(turn.completion_token_ids or [])
+        # Later turns keep only the first turn's prompt as their prompt and carry the rest of what
+        # was served (earlier turns, tool results) masked at the head of the completion: the model
+        # sees the same tokens, and the batch is not padded to a long prompt *and* a long
+        # completion (TRL pads the two sides separately).
+        split = _common_prefix(served, first_prompt) or len(served)
+        carried = served[split:]
+        samples.append(
+            ReplaySample(
+                trace_id=trace.trace_id,
+                group_id=group_id,
+                kind="turn",
+                turn_indices=(turn.index,),
+                prompt_ids=served[:split],
+                completion_ids=carried + new,
+                logprobs=[0.0] * len(carried) + logprobs_of(k),
+                env_mask=[0] * len(carried) + [1] * len(new),
+            )
         )
-        for k, turn in enumerate(turns)
-    ]
     return ReplayTrajectory(trace=trace, samples=samples, concatenated=False)
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _mixed(values: Iterable[str | None], what: str, fix: str) -> str | None:

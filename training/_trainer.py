@@ -70,6 +70,7 @@ __all__ = [
     "RolloutSource",
     "Slot",
     "TrainResult",
+    "compact_micro_batch",
     "layout_slots",
     "load_policy",
     "lora_config",
@@ -438,6 +439,50 @@ def slot_advantages(
     return per_slot, stats, members
 
 
+_PROMPT_KEYS = frozenset({"prompt_ids", "prompt_mask"})
+
+
+def compact_micro_batch(inputs: dict[str, Any], keep: torch.Tensor) -> dict[str, Any]:
+    """Drop the filler rows of a micro-batch and the padding columns no kept row needs.
+
+    TRL pads every row of a generation batch to its longest prompt (left) and longest completion
+    (right). A filler slot carries no loss (``env_mask`` 0, so no tokens in ``num_items_in_batch``
+    either), yet the forward and backward pass would pay for it at full padded length; and once
+    the rows of a micro-batch are known, columns that are padding in every one of them carry
+    nothing. ``keep`` marks the rows to keep (if it marks none, the first row stays so that the
+    step still has a graph to backpropagate: a filler trimmed to two tokens).
+
+    For TRL's token-normalised losses (``dapo``, the default, ``bnpo``, ``cispo``) the loss is
+    unchanged; for the per-sequence means (``grpo``, ``dr_grpo``, ``luspo``) fillers no longer
+    count as zero-loss rows in the mean.
+    """
+    if not bool(keep.any()):
+        keep = torch.zeros_like(keep)
+        keep[0] = True
+    rows = int(keep.shape[0])
+    prompt_width = int(inputs["prompt_ids"].shape[1])
+    completion_width = int(inputs["completion_ids"].shape[1])
+    prompt_used = inputs["prompt_mask"][keep].any(dim=0).nonzero()
+    completion_used = inputs["completion_mask"][keep].any(dim=0).nonzero()
+    # Prompts are left-padded: keep from the first column any kept row uses. Completions are
+    # right-padded: keep up to the last such column.
+    prompt_from = int(prompt_used[0]) if len(prompt_used) else prompt_width - 1
+    completion_to = int(completion_used[-1]) + 1 if len(completion_used) else 1
+
+    out: dict[str, Any] = {}
+    for key, value in inputs.items():
+        if not isinstance(value, torch.Tensor) or value.dim() == 0 or value.shape[0] != rows:
+            out[key] = value
+            continue
+        value = value[keep]
+        if value.dim() >= 2 and key in _PROMPT_KEYS:
+            value = value[:, prompt_from:]
+        elif value.dim() >= 2 and value.shape[1] == completion_width:
+            value = value[:, :completion_to]
+        out[key] = value
+    return out
+
+
 def replay_rollout(prompts: list[str], trainer: IFPOTrainer) -> dict[str, list[Any]]:
     """TRL ``rollout_func``: each prompt is a slot key; return its recorded ids and masks."""
     pad = trainer.pad_token_id
@@ -726,6 +771,11 @@ class IFPOTrainer(GRPOTrainer):
         return_outputs: bool = False,
         num_items_in_batch: Any = None,
     ) -> torch.Tensor:
+        real = torch.tensor(
+            [self._slots[int(i)].sample is not None for i in inputs["sca_slot"].tolist()],
+            device=inputs["sca_slot"].device,
+        )
+        inputs = compact_micro_batch(inputs, real)
         loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if not bool(torch.isfinite(loss).all()):
             slots = [self._slots[int(i)] for i in inputs["sca_slot"].tolist()]

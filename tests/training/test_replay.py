@@ -54,10 +54,28 @@ def test_prompts_that_do_not_extend_fall_back_to_one_sample_per_turn(
     first, second = replayed.samples
     assert (first.kind, second.kind) == ("turn", "turn")
     assert first.prompt_ids == parts.prompt and first.completion_ids == parts.first
-    # Each turn is trained exactly as served: its own prompt, all its completion tokens.
-    assert second.prompt_ids == trace.turns[1].prompt_token_ids
-    assert second.completion_ids == parts.second
-    assert first.env_mask == [1] * len(parts.first) and second.env_mask == [1] * len(parts.second)
+    # Each turn is trained exactly as served: the model sees the whole served prompt, then the
+    # turn's own tokens, and only those carry a loss. What was served beyond the first turn's
+    # prompt rides masked at the head of the completion, so the prompt stays short.
+    served = trace.turns[1].prompt_token_ids
+    assert second.prompt_ids + second.completion_ids == served + parts.second
+    assert second.prompt_ids == parts.prompt
+    carried = len(served) - len(parts.prompt)
+    assert second.env_mask == [0] * carried + [1] * len(parts.second)
+    assert second.logprobs == [0.0] * carried + [-0.75] * len(parts.second)
+    assert first.env_mask == [1] * len(parts.first)
+
+
+def test_a_turn_whose_prompt_shares_nothing_with_the_first_keeps_its_whole_prompt(
+    parts: Any, build: Any
+) -> None:
+    trace = build.consult(parts, group="g", index=0)
+    turns = list(trace.turns)
+    unrelated = [999, 998, 997]
+    turns[1] = turns[1].model_copy(update={"prompt_token_ids": unrelated})
+    _, second = replay_trajectory(trace.model_copy(update={"turns": turns})).samples
+    assert second.prompt_ids == unrelated and second.completion_ids == parts.second
+    assert second.env_mask == [1] * len(parts.second)
 
 
 def test_a_second_turn_on_a_different_system_prompt_also_falls_back(parts: Any, build: Any) -> None:
@@ -87,7 +105,8 @@ def test_replay_set_groups_traces_and_reports_both_cases(build: Any) -> None:
     assert (report.error_traces, report.empty_traces) == (1, 1)
     assert (report.groups, report.trajectories) == (2, 4)
     assert (report.concatenated, report.per_turn, report.samples) == (3, 1, 5)
-    assert report.masked_tokens == len(a.suffix)
+    carried = len(traces[2].turns[1].prompt_token_ids or []) - len(b.prompt)
+    assert report.masked_tokens == len(a.suffix) + carried
     assert report.model_tokens == sum(
         s.model_tokens for t in replay.trajectories() for s in t.samples
     )

@@ -26,7 +26,12 @@ from safe_context_training import (
     score_trajectories,
 )
 from safe_context_training._rewards import CombinedReward
-from safe_context_training._trainer import FILLER, layout_slots, slot_advantages
+from safe_context_training._trainer import (
+    FILLER,
+    compact_micro_batch,
+    layout_slots,
+    slot_advantages,
+)
 
 from safe_context_agent.errors import ConfigError
 
@@ -116,6 +121,49 @@ def test_slots_keep_entry_order_and_put_extra_turns_and_fillers_after(build: Any
     assert len(layout_slots([first, direct], multiple=2, minimum=5)) == 6
 
 
+def padded_micro_batch() -> dict[str, Any]:
+    """Three rows as TRL pads them: prompts left-padded to 4, completions right-padded to 5.
+
+    Row 0 is a real sample (prompt 2, completion 3), row 1 a filler (1 + 1 tokens), row 2 a
+    real sample (prompt 3, completion 2).
+    """
+    return {
+        "prompt_ids": torch.tensor([[0, 0, 11, 12], [0, 0, 0, 9], [0, 21, 22, 23]]),
+        "prompt_mask": torch.tensor([[0, 0, 1, 1], [0, 0, 0, 1], [0, 1, 1, 1]]),
+        "completion_ids": torch.tensor([[31, 32, 33, 0, 0], [8, 0, 0, 0, 0], [41, 42, 0, 0, 0]]),
+        "completion_mask": torch.tensor([[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 0, 0, 0]]),
+        "tool_mask": torch.tensor([[1, 0, 1, 0, 0], [0, 0, 0, 0, 0], [1, 1, 0, 0, 0]]),
+        "advantages": torch.tensor([0.5, 0.0, -0.5]),
+        "importance_sampling_ratio": torch.ones(3, 1),
+        "num_items_in_batch": torch.tensor(4.0),
+        "sca_slot": torch.tensor([7, 3, 0]),
+        "note": "left as is",
+    }
+
+
+def test_compacting_drops_filler_rows_and_padding_no_kept_row_needs() -> None:
+    out = compact_micro_batch(padded_micro_batch(), torch.tensor([True, False, True]))
+    assert out["prompt_ids"].tolist() == [[0, 11, 12], [21, 22, 23]]
+    assert out["prompt_mask"].tolist() == [[0, 1, 1], [1, 1, 1]]
+    assert out["completion_ids"].tolist() == [[31, 32, 33], [41, 42, 0]]
+    assert out["completion_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert out["tool_mask"].tolist() == [[1, 0, 1], [1, 1, 0]]
+    assert out["advantages"].tolist() == [0.5, -0.5]
+    assert out["importance_sampling_ratio"].shape == (2, 1)
+    assert out["sca_slot"].tolist() == [7, 0]
+    # The token count that normalises TRL's loss spans the whole generation batch: untouched.
+    assert float(out["num_items_in_batch"]) == 4.0 and out["note"] == "left as is"
+
+
+def test_a_micro_batch_of_fillers_only_keeps_its_first_row_trimmed_to_its_tokens() -> None:
+    # TRL still needs a graph to backpropagate; the kept row carries no loss in real batches.
+    batch = padded_micro_batch()
+    out = compact_micro_batch(batch, torch.tensor([False, False, False]))
+    assert out["prompt_ids"].tolist() == [[11, 12]]
+    assert out["completion_ids"].tolist() == [[31, 32, 33]]
+    assert out["advantages"].tolist() == [0.5]
+
+
 def test_slot_advantages_follow_the_full_group(build: Any, tmp_path: Path) -> None:
     replay = replay_of(build)
     members = replay.trajectories()
@@ -185,8 +233,9 @@ class RecordingTrainer(IFPOTrainer):
             self._last_logps = logps
         return logps, entropies, aux
 
-    def compute_loss(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        loss = super().compute_loss(model, inputs, *args, **kwargs)
+    def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> Any:
+        # TRL's loss, on the micro-batch as compute_loss compacted it.
+        loss = super()._compute_loss(model, inputs)
         self.seen.append((inputs, self._last_logps))
         return loss
 
@@ -205,10 +254,14 @@ def test_tool_tokens_get_no_gradient_and_model_tokens_get_minus_a_over_n(
     grad = logps.grad
     mask = inputs["completion_mask"] * inputs["tool_mask"]
     n_items = float(inputs["num_items_in_batch"])
+    # 4 entries + 1 extra turn sample, padded to a multiple of num_generations with fillers ...
+    assert len(trainer._slots) == 8 and sum(s.sample is None for s in trainer._slots) == 3
+    # ... which never reach the forward pass, nor does padding no kept row needs.
     slots = [trainer._slots[i] for i in inputs["sca_slot"].tolist()]
-    # 4 entries + 1 extra turn sample, padded to a multiple of num_generations with fillers.
-    assert len(slots) == 8 and sum(s.sample is None for s in slots) == 3
-    assert n_items == sum(s.sample.model_tokens for s in slots if s.sample is not None)
+    assert len(slots) == 5 and all(s.sample is not None for s in slots)
+    assert inputs["prompt_ids"].shape[1] == max(len(s.sample.prompt_ids) for s in slots)
+    assert inputs["completion_ids"].shape[1] == max(len(s.sample.completion_ids) for s in slots)
+    assert n_items == sum(s.sample.model_tokens for s in slots)
 
     members = harmful.trajectories()
     expected = ifpo_advantages(
@@ -216,10 +269,6 @@ def test_tool_tokens_get_no_gradient_and_model_tokens_get_minus_a_over_n(
     )
     by_trace = {t.trace_id: a for t, a in zip(members, expected, strict=True)}
     for row, slot in enumerate(slots):
-        if slot.sample is None:
-            assert mask[row].sum() == 0 and grad[row].abs().max() == 0
-            assert inputs["advantages"][row] == 0
-            continue
         sample = slot.sample
         width = len(sample.completion_ids)
         assert mask[row, :width].tolist() == sample.env_mask
