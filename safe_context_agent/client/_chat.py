@@ -7,7 +7,9 @@ The ``openai`` SDK does the transport (its own timeouts and retries); vLLM's ext
 
 from __future__ import annotations
 
+import asyncio
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -205,7 +207,9 @@ class ChatClient:
         self.config = config
         self.base_url = base_url
         self._sync: openai.OpenAI | None = None
-        self._async: openai.AsyncOpenAI | None = None
+        self._async_by_loop: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, openai.AsyncOpenAI
+        ] = weakref.WeakKeyDictionary()
 
     @property
     def sync_client(self) -> openai.OpenAI:
@@ -220,16 +224,26 @@ class ChatClient:
 
     @property
     def async_client(self) -> openai.AsyncOpenAI:
-        # One AsyncOpenAI per event loop would be stricter; the SDK's httpx pool tolerates reuse
-        # across sequential loops, and the agent creates it lazily on first async use.
-        if self._async is None:
-            self._async = openai.AsyncOpenAI(
+        """The async client of the running event loop (one per loop, made on first use).
+
+        Pooled connections belong to the loop that opened them: an agent used from two
+        ``asyncio.run`` calls in turn would otherwise reuse a dead loop's connections and fail
+        with "Event loop is closed". The HTTP client is the SDK's default one without its
+        finaliser, which would schedule closing a dead loop's connections on whatever loop is
+        running when it is collected; those connections go with their loop instead.
+        """
+        loop = asyncio.get_running_loop()
+        client = self._async_by_loop.get(loop)
+        if client is None:
+            client = openai.AsyncOpenAI(
                 base_url=self.base_url,
                 api_key=self.config.api_key(),
                 timeout=self.config.request_timeout_s,
                 max_retries=self.config.max_retries,
+                http_client=openai.DefaultAsyncHttpxClient(timeout=self.config.request_timeout_s),
             )
-        return self._async
+            self._async_by_loop[loop] = client
+        return client
 
     def request(
         self, messages: Sequence[dict[str, Any]], tools: list[dict[str, Any]] | None

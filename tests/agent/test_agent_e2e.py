@@ -97,6 +97,15 @@ def test_32_concurrent_runs_into_one_sqlite_sink_lose_no_trace(
     )
 
 
+def test_one_agent_serves_one_event_loop_after_another(vllm_server) -> None:
+    # Scripts call asyncio.run(agent.abatch(...)) more than once; each run has its own loop, and
+    # connections pooled on the first loop must not be reused on the second.
+    with SafeContextAgent(_config(vllm_server, mode="never", max_tokens=4)) as agent:
+        for _ in range(2):
+            results = asyncio.run(agent.abatch(["Say hi.", "Say bye."], max_concurrency=2))
+            assert [r.answer for r in results] and all(r.trace_id for r in results)
+
+
 def test_cli_run_json(vllm_server) -> None:
     out = CliRunner().invoke(
         app,
