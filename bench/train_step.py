@@ -3,8 +3,9 @@
 Both arms replay the same groups through TRL's ``rollout_func``. The GRPO arm is an unmodified
 ``trl.GRPOTrainer`` (TRL's own advantages); the IFPO arm is ``IFPOTrainer(algo="ifpo")``
 (slot layout, inverse-frequency advantages, per-step metrics). Each arm runs in its own process,
-so peak memory is per arm; arms alternate for ``--repeats`` rounds so that a busy machine
-slows both alike. The first step of every run is a warm-up and is not timed.
+so peak memory is per arm; arms alternate for ``--repeats`` rounds, the first arm of a round
+swapping every round, so that a busy machine slows both alike. The first step of every run is a
+warm-up and is not timed.
 
     python bench/train_step.py                    # synthetic groups shaped like agent traces
     python bench/train_step.py --traces runs/traces.jsonl --group-size 4
@@ -213,8 +214,10 @@ def main() -> None:
 
     forwarded = [a for a in sys.argv[1:]]
     results: dict[str, list[dict[str, Any]]] = {"grpo": [], "ifpo": []}
-    for _ in range(options.repeats):
-        for arm in ("grpo", "ifpo"):
+    for repeat in range(options.repeats):
+        # Swap which arm goes first every repeat: on a shared VM the second process of a pair
+        # ran measurably slower (CPU steal), whichever arm it was.
+        for arm in ("grpo", "ifpo") if repeat % 2 == 0 else ("ifpo", "grpo"):
             done = subprocess.run(
                 [sys.executable, __file__, *forwarded, "--arm", arm],
                 capture_output=True, text=True, check=False,
