@@ -233,7 +233,6 @@ def replay_trajectory(trace: Trace, *, need_logprobs: bool = True) -> ReplayTraj
         )
         return ReplayTrajectory(trace=trace, samples=[sample], concatenated=True)
 
-    first_prompt = list(turns[0].prompt_token_ids or [])
     samples = []
     for k, turn in enumerate(turns):
         served = list(turn.prompt_token_ids or [])
@@ -242,7 +241,7 @@ def replay_trajectory(trace: Trace, *, need_logprobs: bool = True) -> ReplayTraj
         # was served (earlier turns, tool results) masked at the head of the completion: the model
         # sees the same tokens, and the batch is not padded to a long prompt *and* a long
         # completion (TRL pads the two sides separately).
-        split = _common_prefix(served, first_prompt) or len(served)
+        split = _common_prefix(served, prompt) or len(served)
         carried = served[split:]
         samples.append(
             ReplaySample(
