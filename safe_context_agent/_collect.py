@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import hashlib
+import io
 import json
 import logging
 from collections.abc import Sequence
@@ -14,11 +15,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from safe_context_agent._agent import SafeContextAgent
-from safe_context_agent.config import AgentConfig
+from safe_context_agent.config import AgentConfig, validate_settings
 from safe_context_agent.errors import ConfigError
 from safe_context_agent.traces import open_sink, read_traces
 
-__all__ = ["CollectReport", "PromptRecord", "collect_traces", "load_prompts"]
+__all__ = ["CollectOptions", "CollectReport", "PromptRecord", "collect_traces", "load_prompts"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,16 +66,15 @@ def load_prompts(path: str | Path) -> list[PromptRecord]:
         raise ConfigError(f"prompts file {source} does not exist")
     records: list[PromptRecord] = []
     if source.suffix == ".txt":
-        lines = source.read_text(encoding="utf-8").splitlines()
+        lines = _read_text(source).splitlines()
         records = [PromptRecord(prompt=line.strip()) for line in lines if line.strip()]
     elif source.suffix in {".jsonl", ".csv"}:
         rows: Sequence[tuple[int, Any]]
         if source.suffix == ".csv":
-            with source.open(newline="", encoding="utf-8") as handle:
-                rows = list(enumerate(csv.DictReader(handle), start=2))
+            rows = list(enumerate(csv.DictReader(io.StringIO(_read_text(source))), start=2))
         else:
             rows = []
-            for number, line in enumerate(source.read_text(encoding="utf-8").splitlines(), start=1):
+            for number, line in enumerate(_read_text(source).splitlines(), start=1):
                 if not line.strip():
                     continue
                 try:
@@ -96,6 +96,29 @@ def load_prompts(path: str | Path) -> list[PromptRecord]:
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{source}: prompt ids repeat; give each prompt a unique 'id'")
     return records
+
+
+def _read_text(source: Path) -> str:
+    """The file as UTF-8 text (a BOM is dropped); a file in another encoding is named with the
+    line of its first undecodable byte, never a traceback."""
+    data = source.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{source}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+            f"{exc.start}); save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
+
+
+class CollectOptions(BaseModel):
+    """The collection's own settings (the agent's are :class:`AgentConfig`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(ge=1, description="Samples per prompt (one group per prompt).")
+    concurrency: int = Field(default=16, ge=1, description="Runs in flight at once.")
 
 
 def _completed_samples(out: Path) -> dict[str, set[int]]:
@@ -161,8 +184,13 @@ def collect_traces(
     """Run each prompt ``n`` times (group = prompt, ``sample_index`` 0..n-1), appending traces to
     ``out``; samples already present with outcome ``ok`` are skipped, so an interrupted collection
     resumes where it stopped."""
-    if n < 1:
-        raise ConfigError("n must be at least 1")
+    options = validate_settings(
+        CollectOptions,
+        {"n": n, "concurrency": concurrency},
+        source="collect settings",
+        labels={"n": "n (--n)", "concurrency": "concurrency (--concurrency)"},
+    )
+    n, concurrency = options.n, options.concurrency
     out_path = Path(out)
     done = _completed_samples(out_path)
     jobs = [(r, i) for r in prompts for i in range(n) if i not in done.get(r.group_id, set())]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from safe_context_agent.errors import ConfigError
 
@@ -16,7 +17,11 @@ __all__ = [
     "PLAIN_SYSTEM_PROMPT",
     "AgentConfig",
     "SamplingParams",
+    "describe_settings_error",
+    "validate_settings",
 ]
+
+_Model = TypeVar("_Model", bound=BaseModel)
 
 DEFAULT_SYSTEM_PROMPT = """\
 You are a helpful assistant. For requests about weapons, drugs, hacking, violence, self-harm, \
@@ -35,6 +40,39 @@ FAIL_CLOSED_NOTICE = (
     "I can't check my safety guidelines right now, so I can't answer this request. "
     "Please try again later."
 )
+
+
+def describe_settings_error(error: ValidationError, labels: Mapping[str, str] | None = None) -> str:
+    """Every problem of ``error`` on one line: ``--k 0: input should be ...; ...``.
+
+    ``labels`` maps a field path (``"k"``, ``"sampling.max_tokens"``) to what the user typed it
+    as (``"--k"``), so a CLI error names the flag and a file error names the field.
+    """
+    parts = []
+    for problem in error.errors(include_url=False):
+        path = ".".join(str(p) for p in problem["loc"])
+        label = (labels or {}).get(path, f"field '{path}'" if path else "the settings")
+        shown = f" {problem['input']!r}" if problem["type"] != "missing" else ""
+        message = problem["msg"]
+        parts.append(f"{label}{shown}: {message[:1].lower()}{message[1:]}")
+    return "; ".join(parts)
+
+
+def validate_settings(
+    model: type[_Model],
+    data: Any,
+    *,
+    source: str = "settings",
+    labels: Mapping[str, str] | None = None,
+) -> _Model:
+    """``model.model_validate(data)``, a :class:`ConfigError` naming each bad field on failure.
+
+    The one validation path of settings, whether they come from Python, a file or CLI flags.
+    """
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid {source}: {describe_settings_error(exc, labels)}") from None
 
 
 class SamplingParams(BaseModel):
@@ -62,6 +100,11 @@ class AgentConfig(BaseModel):
     api_key_env: str = Field(
         default="SCA_API_KEY",
         description="Environment variable holding the endpoint's API key (vLLM needs none).",
+    )
+    chat_template_kwargs: dict[str, Any] | None = Field(
+        default=None,
+        description="Sent as vLLM's chat_template_kwargs; e.g. {'few_shot': False} serves the "
+        "embedded template without its example turns (models trained on demonstrations).",
     )
     sampling: SamplingParams = Field(default_factory=SamplingParams)
     pack: str = Field(default="general", description="Built-in pack name or pack folder.")
@@ -111,11 +154,22 @@ class AgentConfig(BaseModel):
                 yaml.safe_load(text) if source.suffix in {".yaml", ".yml"} else json.loads(text)
             )
         except (OSError, ValueError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{source}: cannot read agent config: {exc}") from exc
-        try:
-            return cls.model_validate(data)
-        except ValueError as exc:
-            raise ConfigError(f"{source}: invalid agent config: {exc}") from exc
+            detail = " ".join(str(exc).split())  # YAML errors span lines; the CLI prints one
+            raise ConfigError(f"{source}: cannot read agent config: {detail}") from exc
+        return validate_settings(cls, data, source=f"agent config {source}")
+
+    def updated(
+        self, changes: Mapping[str, Any], *, labels: Mapping[str, str] | None = None
+    ) -> AgentConfig:
+        """A copy with ``changes`` applied and validated again (``model_copy`` would skip the
+        field constraints). ``changes["sampling"]`` may hold only the sampling fields to change."""
+        data = self.model_dump()
+        for key, value in changes.items():
+            if key == "sampling" and isinstance(value, Mapping):
+                data["sampling"] = {**data["sampling"], **value}
+            else:
+                data[key] = value
+        return validate_settings(AgentConfig, data, source="agent settings", labels=labels)
 
     def api_key(self) -> str:
         """The key from ``api_key_env``; vLLM accepts any value when it was started without one."""

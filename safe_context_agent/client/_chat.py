@@ -8,6 +8,7 @@ The ``openai`` SDK does the transport (its own timeouts and retries); vLLM's ext
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ from typing import Any
 
 import openai
 
+from safe_context_agent._sanitize import redact, split_url_credentials
 from safe_context_agent.client._parse import find_text_tool_calls
 from safe_context_agent.config import AgentConfig
 from safe_context_agent.errors import ModelCallError
@@ -180,7 +182,11 @@ class _StreamAssembler:
         )
 
 
-def _model_call_error(exc: openai.OpenAIError, base_url: str, model: str) -> ModelCallError:
+def _model_call_error(
+    exc: openai.OpenAIError, base_url: str, model: str, secrets: tuple[str, ...]
+) -> ModelCallError:
+    # ``base_url`` has no user-info (see ChatClient); the server's own text is redacted too,
+    # since a proxy may echo the request's headers back in its error page.
     if isinstance(exc, openai.APITimeoutError):
         return ModelCallError(
             f"the model endpoint {base_url} timed out; raise request_timeout_s or check the server"
@@ -191,13 +197,14 @@ def _model_call_error(exc: openai.OpenAIError, base_url: str, model: str) -> Mod
         )
     if isinstance(exc, openai.NotFoundError):
         return ModelCallError(
-            f"the endpoint {base_url} does not serve model {model!r}: {exc.message}"
+            f"the endpoint {base_url} does not serve model {model!r}: {redact(exc.message, secrets)}"
         )
     if isinstance(exc, openai.APIStatusError):
         return ModelCallError(
-            f"the endpoint {base_url} rejected the request (HTTP {exc.status_code}): {exc.message}"
+            f"the endpoint {base_url} rejected the request (HTTP {exc.status_code}):"
+            f" {redact(exc.message, secrets)}"
         )
-    return ModelCallError(f"model call to {base_url} failed: {exc}")
+    return ModelCallError(f"model call to {base_url} failed: {redact(str(exc), secrets)}")
 
 
 class ChatClient:
@@ -205,7 +212,17 @@ class ChatClient:
 
     def __init__(self, config: AgentConfig, base_url: str) -> None:
         self.config = config
-        self.base_url = base_url
+        # Credentials in the URL (http://user:password@host/v1) travel as a Basic Authorization
+        # header, as httpx would send them, and are kept out of `base_url`: that one is written
+        # to traces, printed in errors, and logged by httpx on every request.
+        self.base_url, credentials = split_url_credentials(base_url)
+        self._headers: dict[str, str] | None = None
+        secrets = [config.api_key()]
+        if credentials is not None:
+            token = base64.b64encode(":".join(credentials).encode()).decode()
+            self._headers = {"Authorization": f"Basic {token}"}
+            secrets += [credentials[1], token]
+        self._secrets = tuple(s for s in secrets if s and s != "EMPTY")
         self._sync: openai.OpenAI | None = None
         self._async_by_loop: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, openai.AsyncOpenAI
@@ -219,6 +236,7 @@ class ChatClient:
                 api_key=self.config.api_key(),
                 timeout=self.config.request_timeout_s,
                 max_retries=self.config.max_retries,
+                default_headers=self._headers,
             )
         return self._sync
 
@@ -240,6 +258,7 @@ class ChatClient:
                 api_key=self.config.api_key(),
                 timeout=self.config.request_timeout_s,
                 max_retries=self.config.max_retries,
+                default_headers=self._headers,
                 http_client=openai.DefaultAsyncHttpxClient(timeout=self.config.request_timeout_s),
             )
             self._async_by_loop[loop] = client
@@ -253,6 +272,8 @@ class ChatClient:
         extra: dict[str, Any] = {}
         if self.config.return_token_ids:
             extra["return_token_ids"] = True
+        if self.config.chat_template_kwargs:
+            extra["chat_template_kwargs"] = dict(self.config.chat_template_kwargs)
         kwargs: dict[str, Any] = {
             "model": self.config.model,
             "messages": list(messages),
@@ -287,7 +308,7 @@ class ChatClient:
                 assembler.add(chunk.model_dump())
             return assembler.reply(time.perf_counter() - started)
         except openai.OpenAIError as exc:
-            raise _model_call_error(exc, self.base_url, self.config.model) from exc
+            raise _model_call_error(exc, self.base_url, self.config.model, self._secrets) from exc
 
     async def acomplete(
         self, kwargs: dict[str, Any], on_token: TokenCallback | None = None
@@ -305,7 +326,7 @@ class ChatClient:
                 assembler.add(chunk.model_dump())
             return assembler.reply(time.perf_counter() - started)
         except openai.OpenAIError as exc:
-            raise _model_call_error(exc, self.base_url, self.config.model) from exc
+            raise _model_call_error(exc, self.base_url, self.config.model, self._secrets) from exc
 
     def close(self) -> None:
         if self._sync is not None:

@@ -28,6 +28,7 @@ from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
+from safe_context_agent._sanitize import repair_surrogates, repair_tree
 from safe_context_agent.client import ChatClient, ModelReply, TokenCallback, strip_tool_markup
 from safe_context_agent.config import PLAIN_SYSTEM_PROMPT, AgentConfig
 from safe_context_agent.errors import AgentRunError, ModelCallError
@@ -161,9 +162,18 @@ class _Nodes:
             "done": False,
         }
         prompt = _last_user_text(state.get("messages") or [])
+        if prompt is not None:
+            prompt = repair_surrogates(prompt)  # see _sanitize: repaired, not refused
         if prompt is None:
             record["outcome"] = Outcome(
                 status="error", error_type="BadInput", message="the input has no user message"
+            ).model_dump()
+            record["done"] = True
+        elif not prompt.strip():
+            record["outcome"] = Outcome(
+                status="error",
+                error_type="BadInput",
+                message="the user prompt is empty or only whitespace; pass the request to answer",
             ).model_dump()
             record["done"] = True
         elif len(prompt) > self.config.max_prompt_chars:
@@ -266,6 +276,8 @@ class _Nodes:
         messages = state.get("messages") or []
         wire = [{"role": "system", "content": _system_prompt(self.config, record, messages)}]
         wire += [w for w in (_to_wire(m) for m in messages) if w is not None]
+        # The SDK encodes UTF-8 strictly: a lone surrogate anywhere would crash the call.
+        wire = repair_tree(wire)
         offered = self._tools_offered(record)
         record["wire_messages"] = wire
         return self.client.request(wire, [CONSULT_TOOL] if offered else None), offered
@@ -349,29 +361,44 @@ class _Nodes:
         writer = get_stream_writer()
         return lambda text: writer({"type": "token", "turn": turn, "text": text})
 
+    def _crashed(self, state: AgentState, record: RunRecord, exc: Exception) -> Trace:
+        """The error trace of a run that an unexpected exception (a bug, or a client library
+        failing outside its own error types) ends: the exception itself propagates with its
+        traceback, but the run that started still leaves its trace."""
+        record["outcome"] = Outcome(
+            status="error", error_type=type(exc).__name__, message=str(exc)
+        ).model_dump()
+        return self._trace(state, record)
+
     def model(self, state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         started = time.perf_counter()
         record = _record(state)
-        kwargs, offered = self._prepare(state, record)
         try:
+            kwargs, offered = self._prepare(state, record)
             reply = self.client.complete(kwargs, self._token_callback(config, len(record["turns"])))
             update = self._after_reply(record, reply, offered)
         except ModelCallError as exc:
             update = self._model_failed(record, exc)
+        except Exception as exc:
+            self.resources.record(self._crashed(state, record, exc))
+            raise
         _timed(record, "model", started)
         return {**update, "sca": record}
 
     async def amodel(self, state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         started = time.perf_counter()
         record = _record(state)
-        kwargs, offered = self._prepare(state, record)
         try:
+            kwargs, offered = self._prepare(state, record)
             reply = await self.client.acomplete(
                 kwargs, self._token_callback(config, len(record["turns"]))
             )
             update = self._after_reply(record, reply, offered)
         except ModelCallError as exc:
             update = self._model_failed(record, exc)
+        except Exception as exc:
+            await self.resources.arecord(self._crashed(state, record, exc))
+            raise
         _timed(record, "model", started)
         return {**update, "sca": record}
 
@@ -527,7 +554,7 @@ class _Nodes:
             started_at=datetime.fromisoformat(record["started_at"]),
             finished_at=datetime.now(UTC),
             model=self.config.model,
-            base_url=self.client.base_url,
+            base_url=self.client.base_url,  # the Trace validator drops user-info
             sampling=self.config.sampling.model_dump(),
             pack=self.resources.pack_ref_or_none(),
             mode=self.config.mode,

@@ -17,6 +17,7 @@ from safe_context_agent.traces import FormatErrorKind
 __all__ = [
     "CONSULT_TOOL",
     "CONSULT_TOOL_NAME",
+    "RULES_RESULT_MAX_CHARS",
     "ConsultArguments",
     "RetrievedRuleLike",
     "Retriever",
@@ -112,18 +113,42 @@ def read_consult_arguments(raw: str) -> ConsultArguments:
     )
 
 
+RULES_RESULT_MAX_CHARS = 6_000
+"""The most characters of rules one tool result (or the ``always`` context) carries (~1.5k
+tokens). Each field is also cut to the rule pack's own limits, so a retriever that returns rules
+from outside a validated pack cannot flood the prompt either."""
+
+_FIELD_LIMITS = {"id": 100, "title": 80, "statement": 1_000, "example": 500}
+
+
+def _clip(text: str, field: str) -> str:
+    limit = _FIELD_LIMITS[field]
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def format_rules(results: Sequence[RetrievedRuleLike]) -> str:
-    """The tool result: short enough for a small model, with one fine and one not-fine example each."""
+    """The tool result: short enough for a small model, with one fine and one not-fine example
+    each, at most :data:`RULES_RESULT_MAX_CHARS` characters of rules (best-ranked rules first;
+    the first one is always kept, its fields cut to the pack limits)."""
     if not results:
         return "No rule matches closely. Most requests are fine: answer helpfully unless it is clearly harmful."
     lines = ["Rules that may apply:"]
-    for result in results:
+    used = 0
+    for position, result in enumerate(results):
         rule = result.rule
-        lines.append(f"[{rule.id}] {rule.title}: {rule.statement}")
+        block = [
+            f"[{_clip(rule.id, 'id')}] {_clip(rule.title, 'title')}: {_clip(rule.statement, 'statement')}"
+        ]
         if rule.allowed:
-            lines.append(f"  Fine to help: {rule.allowed[0]}")
+            block.append(f"  Fine to help: {_clip(rule.allowed[0], 'example')}")
         if rule.disallowed:
-            lines.append(f"  Not fine: {rule.disallowed[0]}")
+            block.append(f"  Not fine: {_clip(rule.disallowed[0], 'example')}")
+        size = sum(len(line) + 1 for line in block)
+        if position > 0 and used + size > RULES_RESULT_MAX_CHARS:
+            lines.append(f"({len(results) - position} less relevant rules left out for length.)")
+            break
+        lines.extend(block)
+        used += size
     lines.append(
         "If the request is like the fine examples, answer it fully. If it is like the not-fine ones, refuse briefly."
     )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -187,28 +188,35 @@ class RuleIndex:
         directory = config.index_dir or default_index_dir(pack, embedder.name, config.strategy)
         texts, owners = _rows(pack, config.strategy)
         spec = _spec(pack, embedder, config, n_vectors=len(texts))
-        with locked(directory):
-            because = "rebuild requested"
+
+        def loaded(found: tuple[faiss.Index, list[str], IndexManifest]) -> RuleIndex:
+            index, rows, manifest = found
+            logger.debug("rule index for pack '%s' loaded from %s", pack.name, directory)
+            return cls(
+                pack,
+                embedder,
+                index,
+                rows,
+                manifest=manifest,
+                directory=directory,
+                hnsw_ef_search=config.hnsw_ef_search,
+            )
+
+        because = "rebuild requested"
+        if not rebuild:
+            # First without the lock: reading needs no write access (see _store).
+            try:
+                return loaded(_read_usable(directory, spec, owners))
+            except IndexUnusable as problem:
+                because = str(problem)
+        with _build_lock(directory, because):
             if not rebuild:
-                try:
-                    index, rows, manifest = read_index_files(directory, spec)
-                    if rows != owners:
-                        raise IndexUnusable("corrupt", "its rows do not match the pack's rules")
+                try:  # another process may have built it while this one waited for the lock
+                    return loaded(_read_usable(directory, spec, owners))
                 except IndexUnusable as problem:
                     because = str(problem)
                     level = logging.INFO if problem.state == "missing" else logging.WARNING
                     logger.log(level, "rule index for pack '%s': %s; building", pack.name, problem)
-                else:
-                    logger.debug("rule index for pack '%s' loaded from %s", pack.name, directory)
-                    return cls(
-                        pack,
-                        embedder,
-                        index,
-                        rows,
-                        manifest=manifest,
-                        directory=directory,
-                        hnsw_ef_search=config.hnsw_ef_search,
-                    )
             started = time.perf_counter()
             vectors = embedder.encode(texts, batch_size=config.batch_size)
             index = build_faiss_index(vectors, spec.index_kind, config)
@@ -426,14 +434,41 @@ def inspect_index(
         config.embedding_model or pack.manifest.embedding_model, device=config.device
     )
     directory = config.index_dir or default_index_dir(pack, embedder.name, config.strategy)
-    texts, _ = _rows(pack, config.strategy)
+    texts, owners = _rows(pack, config.strategy)
     spec = _spec(pack, embedder, config, n_vectors=len(texts))
-    with locked(directory):
-        try:
-            _, _, manifest = read_index_files(directory, spec)
-        except IndexUnusable as problem:
-            return IndexInspection(directory=directory, state=problem.state, reason=problem.reason)
+    try:
+        _, _, manifest = _read_usable(directory, spec, owners)
+    except IndexUnusable as problem:
+        return IndexInspection(directory=directory, state=problem.state, reason=problem.reason)
     return IndexInspection(directory=directory, state="fresh", manifest=manifest)
+
+
+def _read_usable(
+    directory: Path, spec: IndexSpec, owners: list[str]
+) -> tuple[faiss.Index, list[str], IndexManifest]:
+    """The index on disk if :meth:`RuleIndex.open` would load it as is; the one check shared by
+    open and :func:`inspect_index`, so ``sca rules stats`` and opening agree on "fresh"."""
+    index, rows, manifest = read_index_files(directory, spec)
+    if rows != owners:
+        raise IndexUnusable("corrupt", "its rows do not match the pack's rules")
+    return index, rows, manifest
+
+
+@contextlib.contextmanager
+def _build_lock(directory: Path, because: str) -> Iterator[None]:
+    """The builder's lock, or a RetrievalError saying why a build was needed and how to get one
+    when the folder cannot be written (a read-only prebuilt index that is no longer usable)."""
+    stack = contextlib.ExitStack()
+    try:
+        stack.enter_context(locked(directory))
+    except OSError as exc:  # EACCES; EROFS on a read-only file system is not a PermissionError
+        raise RetrievalError(
+            f"{directory}: the rule index needs building ({because}) but the folder cannot be "
+            f"written ({exc.strerror or exc}); build it where it can be written (sca rules "
+            "build PACK --index-dir DIR) and open it with index_dir=DIR"
+        ) from None
+    with stack:  # errors of the build itself pass through unchanged
+        yield
 
 
 def build_faiss_index(vectors: np.ndarray, kind: IndexKind, config: IndexConfig) -> faiss.Index:

@@ -15,6 +15,8 @@ from pydantic import ValidationError
 from safe_context_agent.errors import RulePackError
 from safe_context_agent.rules._schema import (
     MANIFEST_FIELD_FIXES,
+    MAX_PACK_BYTES,
+    MAX_RULES_PER_PACK,
     PACK_NAME_PATTERN,
     RULE_FIELD_FIXES,
     PackManifest,
@@ -53,6 +55,11 @@ def load_rule_pack(pack: str | os.PathLike[str]) -> RulePack:
     ``pack`` is a built-in pack name (a string such as ``"general"``, no slash) or a folder path
     (a :class:`~pathlib.Path`, or a string such as ``"./my_pack"``). Raises :class:`RulePackError`
     naming the file, the rule id, the field and the fix for the first problem found.
+
+    Every file must lie inside the pack folder: ``pack.yaml``, ``rules/`` or a rule file that is
+    a symbolic link to somewhere outside it is refused (a pack is reviewed as one folder; a link
+    out of it would pull in text nobody reviewed with it). The folder itself may be a link.
+    The size limits of docs/rule-packs.md apply; the total size is checked before parsing.
     """
     folder = _resolve(pack)
     manifest_path = folder / MANIFEST_FILE
@@ -61,8 +68,11 @@ def load_rule_pack(pack: str | os.PathLike[str]) -> RulePack:
             f"{folder}: no {MANIFEST_FILE}; a rule pack folder holds {MANIFEST_FILE} and "
             f"{RULES_DIR}/*.yaml (see docs/rule-packs.md)"
         )
+    rules_dir = folder / RULES_DIR
+    rule_files = _rule_files(rules_dir)
+    _check_files(folder, [manifest_path, *([rules_dir] if rules_dir.exists() else []), *rule_files])
     manifest = _load_manifest(manifest_path, folder)
-    rules, files = _load_rules(folder / RULES_DIR)
+    rules, files = _load_rules(rules_dir, rule_files)
     problem = pack_problem(
         manifest, rules, rule_file=lambda i: str(files[i]), manifest_file=str(manifest_path)
     )
@@ -113,19 +123,50 @@ def _load_manifest(path: Path, folder: Path) -> PackManifest:
     return manifest
 
 
-def _load_rules(rules_dir: Path) -> tuple[list[Rule], list[Path]]:
-    """All rules in file-name order, and the file each one came from."""
+def _rule_files(rules_dir: Path) -> list[Path]:
+    """The rule files, in file-name order."""
     stray = sorted(rules_dir.glob("*.yml")) if rules_dir.is_dir() else []
     if stray:
         raise RulePackError(
             f"{stray[0]}: rule files must end in .yaml; rename it to {stray[0].stem}.yaml"
         )
+    return sorted(rules_dir.glob("*.yaml")) if rules_dir.is_dir() else []
+
+
+def _check_files(folder: Path, paths: list[Path]) -> None:
+    """Every path resolves inside ``folder``, and the files together fit MAX_PACK_BYTES."""
+    root = folder.resolve()
+    total = 0
+    for path in paths:
+        target = path.resolve()
+        if not target.is_relative_to(root):
+            raise RulePackError(
+                f"{path}: a link to {target}, outside the pack folder {root}; copy the file "
+                "into the pack instead of linking to it"
+            )
+        if path.is_file():
+            total += path.stat().st_size
+    if total > MAX_PACK_BYTES:
+        raise RulePackError(
+            f"{folder}: the pack files hold {total:,} bytes, more than the limit of "
+            f"{MAX_PACK_BYTES:,}; shorten the rules or split the pack (see docs/rule-packs.md)"
+        )
+
+
+def _load_rules(rules_dir: Path, paths: list[Path]) -> tuple[list[Rule], list[Path]]:
+    """All rules of ``paths`` in order, and the file each one came from."""
     rules: list[Rule] = []
     files: list[Path] = []
-    for path in sorted(rules_dir.glob("*.yaml")) if rules_dir.is_dir() else []:
+    for path in paths:
         for rule in _rules_in_file(path):
             rules.append(rule)
             files.append(path)
+        if len(rules) > MAX_RULES_PER_PACK:
+            raise RulePackError(
+                f"{path}: rule '{rules[MAX_RULES_PER_PACK].id}' is rule {MAX_RULES_PER_PACK + 1:,}"
+                f" of the pack, more than the limit of {MAX_RULES_PER_PACK:,}; split the pack"
+                " (see docs/rule-packs.md)"
+            )
     if not rules:
         raise RulePackError(
             f"{rules_dir}: no rules; add a .yaml file there with a non-empty 'rules:' list"

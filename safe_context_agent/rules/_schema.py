@@ -30,6 +30,14 @@ from pydantic import (
 from safe_context_agent.rules._taxonomy import DEFAULT_CATEGORIES
 
 __all__ = [
+    "MAX_EXAMPLES",
+    "MAX_EXAMPLE_CHARS",
+    "MAX_PACK_BYTES",
+    "MAX_RATIONALE_CHARS",
+    "MAX_RULES_PER_PACK",
+    "MAX_STATEMENT_CHARS",
+    "MAX_TAGS",
+    "MAX_TITLE_CHARS",
     "PACK_NAME_PATTERN",
     "ExtraCategory",
     "PackManifest",
@@ -46,6 +54,19 @@ RULE_ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
 CATEGORY_ID_PATTERN = r"^[a-z][a-z0-9_]*$"
 TAG_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 MAX_TITLE_CHARS = 80
+# Size limits (docs/rule-packs.md, "Limits and failure modes"). A rule is read by a small model
+# inside its context window, and every text is embedded: a 5 MB statement validated, then took
+# minutes and 1.6 GB to search and overflowed the model's context. The built-in packs use at most
+# a third of each limit.
+MAX_STATEMENT_CHARS = 1_000
+MAX_RATIONALE_CHARS = 1_000
+MAX_EXAMPLE_CHARS = 500
+MAX_EXAMPLES = 20
+"""Per list: ``allowed`` and ``disallowed`` each hold at most this many examples."""
+MAX_TAGS = 20
+MAX_RULES_PER_PACK = 10_000
+MAX_PACK_BYTES = 16 * 1024 * 1024
+"""``pack.yaml`` plus every rule file, checked before any file is parsed."""
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 Severity = Literal["low", "medium", "high", "critical"]
@@ -57,14 +78,29 @@ def _non_blank(value: str) -> str:
     return value
 
 
-def _short_title(value: str) -> str:
-    if len(value) > MAX_TITLE_CHARS:
-        raise ValueError(f"{len(value)} characters, more than {MAX_TITLE_CHARS}")
-    return value
+def _at_most(limit: int) -> AfterValidator:
+    """A length check whose message names the limit (describe_validation_error shows it)."""
+
+    def check(value: str) -> str:
+        if len(value) > limit:
+            raise ValueError(f"{len(value):,} characters, more than {limit:,}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _at_most_items(limit: int) -> AfterValidator:
+    def check(value: tuple[Any, ...]) -> tuple[Any, ...]:
+        if len(value) > limit:
+            raise ValueError(f"{len(value):,} items, more than {limit:,}")
+        return value
+
+    return AfterValidator(check)
 
 
 _Text = Annotated[str, AfterValidator(_non_blank)]
-_Examples = Annotated[tuple[_Text, ...], Field(min_length=1)]
+_Example = Annotated[_Text, _at_most(MAX_EXAMPLE_CHARS)]
+_Examples = Annotated[tuple[_Example, ...], Field(min_length=1), _at_most_items(MAX_EXAMPLES)]
 _Tag = Annotated[str, StringConstraints(pattern=TAG_PATTERN, max_length=32)]
 
 # Strings are stripped so that YAML layout (folded blocks, trailing spaces) never changes a rule.
@@ -78,13 +114,13 @@ class Rule(BaseModel):
 
     id: Annotated[str, StringConstraints(pattern=RULE_ID_PATTERN, max_length=100)]
     category: Annotated[str, StringConstraints(pattern=CATEGORY_ID_PATTERN)]
-    title: Annotated[_Text, AfterValidator(_short_title)]
-    statement: _Text
-    rationale: _Text
+    title: Annotated[_Text, _at_most(MAX_TITLE_CHARS)]
+    statement: Annotated[_Text, _at_most(MAX_STATEMENT_CHARS)]
+    rationale: Annotated[_Text, _at_most(MAX_RATIONALE_CHARS)]
     allowed: _Examples
     disallowed: _Examples
     severity: Severity
-    tags: tuple[_Tag, ...] = ()
+    tags: Annotated[tuple[_Tag, ...], _at_most_items(MAX_TAGS)] = ()
 
 
 class ExtraCategory(BaseModel):
@@ -184,7 +220,7 @@ class RulePack(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     manifest: PackManifest
-    rules: tuple[Rule, ...] = Field(min_length=1)
+    rules: Annotated[tuple[Rule, ...], Field(min_length=1), _at_most_items(MAX_RULES_PER_PACK)]
     path: Path | None = Field(default=None, description="The folder it was loaded from, if any.")
 
     @model_validator(mode="after")

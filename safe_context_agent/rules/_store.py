@@ -4,6 +4,12 @@ A folder holds ``index.faiss`` (``faiss.write_index``), ``rows.json`` (which rul
 belongs to) and ``manifest.json`` (what the index was built from, with the sha256 of both other
 files). The manifest is removed first and written last, so an interrupted write leaves a folder
 that reads as missing or corrupt, never as a valid index. Nothing is ever unpickled.
+
+Reading takes no lock and writes nothing, so a prebuilt index in a folder the user cannot write
+(baked into a container image, say) serves searches. That is safe against a concurrent writer:
+each file is read once into memory, and what is checked against the manifest's checksum is the
+very bytes that are then deserialised; a reader that races a rebuild sees a checksum mismatch,
+never a mix of old and new files. Only building takes the lock (and creates the folder).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from safe_context_agent.errors import RetrievalError
 from safe_context_agent.rules._texts import VectorStrategy
 
 if TYPE_CHECKING:
@@ -108,8 +115,9 @@ def read_index_files(
     directory: Path, spec: IndexSpec
 ) -> tuple[faiss.Index, list[str], IndexManifest]:
     """Load the index in ``directory`` if it matches ``spec`` and its checksums; else raise
-    :class:`IndexUnusable`."""
+    :class:`IndexUnusable`. Reads only: no lock, no folder created."""
     import faiss
+    import numpy as np
 
     manifest_path = directory / MANIFEST_FILE
     if not manifest_path.is_file():
@@ -125,14 +133,23 @@ def read_index_files(
         if built != wanted:
             raise IndexUnusable("stale", f"{field} changed from {built!r} to {wanted!r}")
     index_path, rows_path = directory / INDEX_FILE, directory / ROWS_FILE
+    contents: list[bytes] = []
     for path, expected in ((index_path, manifest.index_sha256), (rows_path, manifest.rows_sha256)):
+        if path.is_dir():
+            raise IndexUnusable("corrupt", f"{path} is a folder, not a file")
         if not path.is_file():
             raise IndexUnusable("corrupt", f"{path} is missing")
-        if _sha256(path) != expected:
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise IndexUnusable("corrupt", f"{path} is unreadable ({_first_line(error)})") from None
+        if hashlib.sha256(data).hexdigest() != expected:
             raise IndexUnusable("corrupt", f"{path} does not match its checksum in the manifest")
+        contents.append(data)
+    index_bytes, rows_bytes = contents
     try:
-        rows = _RowMap.model_validate_json(rows_path.read_bytes()).rule_ids
-        index = faiss.read_index(str(index_path))
+        rows = _RowMap.model_validate_json(rows_bytes).rule_ids
+        index = faiss.deserialize_index(np.frombuffer(index_bytes, dtype=np.uint8))
     except (ValidationError, RuntimeError, OSError) as error:
         raise IndexUnusable(
             "corrupt", f"{directory} is unreadable ({_first_line(error)})"
@@ -149,10 +166,19 @@ def read_index_files(
 def write_index_files(
     directory: Path, index: faiss.Index, rule_ids: list[str], spec: IndexSpec
 ) -> IndexManifest:
-    """Write the three files atomically (temp file + rename each, manifest last)."""
+    """Write the three files atomically (temp file + rename each, manifest last).
+
+    Anything in the way that a rename cannot replace (a folder named ``index.faiss``) is reported
+    before the old manifest is touched, so a failed build leaves the folder as it was."""
     import faiss
 
     directory.mkdir(parents=True, exist_ok=True)
+    for name in (INDEX_FILE, ROWS_FILE, MANIFEST_FILE):
+        if (directory / name).is_dir():
+            raise RetrievalError(
+                f"{directory / name} is a folder where the index file {name} belongs; remove "
+                f"it (rm -r '{directory / name}') and build again (sca rules build)"
+            )
     (directory / MANIFEST_FILE).unlink(missing_ok=True)
     index_sha = _replace_atomically(
         directory / INDEX_FILE, lambda tmp: faiss.write_index(index, str(tmp))

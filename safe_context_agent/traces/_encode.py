@@ -6,7 +6,8 @@ orjson writes the same bytes about twice as fast. The fast path walks the models
 (``Z`` for UTC, ``null`` for NaN/inf), so both paths produce byte-identical JSON — a test holds
 them to it. Anything orjson cannot write as pydantic would (a ``Path`` or ``set`` in
 ``metadata``, non-string keys, huge ints) falls back to pydantic, so no trace that pydantic
-accepts is refused.
+accepts is refused. Text that no UTF-8 encoder accepts (lone surrogates) is written with U+FFFD
+in their place, so such a trace is kept rather than lost (see ``safe_context_agent._sanitize``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import orjson
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
 
+from safe_context_agent._sanitize import repair_tree
 from safe_context_agent.errors import TraceError
 from safe_context_agent.traces._schema import Trace
 
@@ -40,14 +42,14 @@ def _model_fields(obj: object) -> dict[str, Any]:
 
 def trace_json(trace: Trace, *, newline: bool = False) -> bytes:
     """The trace as ``model_dump_json()`` writes it, as UTF-8 bytes (plus ``\\n`` if asked)."""
+    option = _OPTIONS | orjson.OPT_APPEND_NEWLINE if newline else _OPTIONS
     try:
-        return orjson.dumps(
-            trace,
-            default=_model_fields,
-            option=_OPTIONS | orjson.OPT_APPEND_NEWLINE if newline else _OPTIONS,
-        )
-    except orjson.JSONEncodeError:
-        pass
+        return orjson.dumps(trace, default=_model_fields, option=option)
+    except orjson.JSONEncodeError as exc:
+        if "surrogates" in str(exc):
+            # Rare (the graph repairs its input already): a lone surrogate from a caller's
+            # metadata or a server reply. pydantic's JSON mode keeps strings as they are.
+            return orjson.dumps(repair_tree(trace.model_dump(mode="json")), option=option)
     try:
         data = trace.model_dump_json().encode()
     except PydanticSerializationError as exc:

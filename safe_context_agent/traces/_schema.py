@@ -3,7 +3,8 @@
 A trace records what the server saw and sampled, never a re-tokenisation of text: per model turn
 the served prompt token ids, the completion token ids and their logprobs (vLLM's
 ``return_token_ids`` / ``logprobs``). Replay (the training package) rebuilds trajectories from
-these ids only. API keys are never part of a trace.
+these ids only. Credentials are never part of a trace: ``base_url`` loses its user-info and error
+texts are redacted on validation (see ``safe_context_agent._sanitize``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
+
+from safe_context_agent._sanitize import redact, redact_url
 
 __all__ = [
     "TRACE_SCHEMA_VERSION",
@@ -104,6 +107,11 @@ class Consultation(_Record):
     latency_s: float = 0.0
     error: str | None = None
 
+    @field_validator("error")
+    @classmethod
+    def _no_secrets(cls, value: str | None) -> str | None:
+        return redact(value) if value is not None else None
+
 
 class FormatError(_Record):
     """A malformed tool call: answered with one corrective tool message, never a crash."""
@@ -120,6 +128,12 @@ class Outcome(_Record):
     error_type: str | None = None
     retrieval_failed: bool = False
     """Retrieval raised; with fail-closed the answer is the configured notice."""
+
+    @field_validator("message")
+    @classmethod
+    def _no_secrets(cls, value: str | None) -> str | None:
+        # Error messages quote URLs and server replies; credentials in them never reach a sink.
+        return redact(value) if value is not None else None
 
 
 class PackRef(_Record):
@@ -154,6 +168,11 @@ class Trace(_Record):
     outcome: Outcome = Field(default_factory=Outcome)
     metadata: dict[str, Any] = Field(default_factory=dict)
     """Caller-supplied labels (e.g. ``label``/``answer`` of an eval or training prompt)."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials(cls, value: str | None) -> str | None:
+        return redact_url(value)
 
     @model_validator(mode="before")
     @classmethod
