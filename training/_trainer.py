@@ -325,6 +325,28 @@ class RolloutSource(Protocol):
         ...
 
 
+def _check_group_sizes(replay: ReplaySet) -> None:
+    """A group of one trajectory has zero GRPO/IFPO advantage (its reward is its group's mean), so
+    it adds no gradient: all such groups is an error (the step would train nothing), some a
+    warning with the count (in ``replay.report.warnings`` too)."""
+    singles = sum(1 for group in replay.groups if len(group) == 1)
+    if not singles:
+        return
+    fix = "collect at least 2 samples per prompt (sca collect --n 2 or more)"
+    if singles == len(replay.groups):
+        raise ConfigError(
+            f"every group of the traces holds a single trajectory ({singles} groups): advantages"
+            f" are normalised within a group, so each is zero and training would change nothing;"
+            f" {fix}"
+        )
+    message = (
+        f"{singles} of {len(replay.groups)} groups hold a single trajectory: their advantage is"
+        f" zero, so they add no gradient; {fix}"
+    )
+    replay.report.warnings.append(message)
+    warnings.warn(message, stacklevel=3)
+
+
 class ReplaySource:
     """Offline replay: the groups of a :class:`ReplaySet`, scored once up front."""
 
@@ -336,6 +358,7 @@ class ReplaySource:
                 "the traces hold no trajectory to train on (runs that errored or made no model "
                 f"call are left out; report: {replay.report.model_dump_json()})"
             )
+        _check_group_sizes(replay)
         self.replay = replay
         if reward is not None:
             score_trajectories(replay.trajectories(), reward, max_workers=max_workers)

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from safe_context_agent.errors import SafeContextError
+from safe_context_agent.cli._common import cli_errors
 
 rules_app = typer.Typer(help="Validate, index and search rule packs.", no_args_is_help=True)
 
@@ -48,13 +46,9 @@ _IndexDirOption = Annotated[
 _JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 
-@contextmanager
-def _errors_as_one_line() -> Iterator[None]:
-    try:
-        yield
-    except SafeContextError as error:
-        typer.echo(f"error: {' '.join(str(error).split())}", err=True)
-        raise typer.Exit(2) from None
+# The same one-line, redacted error form as every other command (kept under this name for the
+# commands of this module).
+_errors_as_one_line = cli_errors
 
 
 def _config(strategy: _Strategy, model: str | None, index_dir: Path | None) -> Any:

@@ -39,25 +39,25 @@ FLAG_OF_FIELD = {
 def _config(
     base_url: str,
     model: str,
-    pack: str,
-    mode: str,
-    k: int,
-    max_tokens: int,
-    temperature: float,
+    pack: str | None,
+    mode: str | None,
+    k: int | None,
+    max_tokens: int | None,
+    temperature: float | None,
     trace_path: Path | None,
     config_file: Path | None,
 ) -> AgentConfig:
-    """The config file (or the defaults) with the flags applied, validated by AgentConfig itself."""
+    """The config file (or the defaults) with the flags given applied, validated by AgentConfig
+    itself: one path for Python, files and flags. A flag left out (None) keeps the file's value."""
     base = AgentConfig.from_file(config_file) if config_file else AgentConfig()
+    given = {"pack": pack, "mode": mode, "k": k, "trace_path": trace_path}
+    sampling = {"max_tokens": max_tokens, "temperature": temperature}
     return base.updated(
         {
             "base_url": base_url,
             "model": model,
-            "pack": pack,
-            "mode": mode,
-            "k": k,
-            "trace_path": trace_path,
-            "sampling": {"max_tokens": max_tokens, "temperature": temperature},
+            **{key: value for key, value in given.items() if value is not None},
+            "sampling": {key: value for key, value in sampling.items() if value is not None},
         },
         labels=FLAG_OF_FIELD,
     )
@@ -71,11 +71,14 @@ BASE_URL = typer.Option(
 MODEL = typer.Option(
     None, "--model", help="Served model or LoRA adapter name (default: the server's)."
 )
-PACK = typer.Option("general", "--pack", help="Rule pack name or folder.")
-MODE = typer.Option("adaptive", "--mode", help="adaptive | never | always.")
-K = typer.Option(3, "--k", help="Rules per consultation.")
-MAX_TOKENS = typer.Option(256, "--max-tokens", help="Token budget per model turn.")
-TEMPERATURE = typer.Option(0.0, "--temperature", help="Sampling temperature (0 = greedy).")
+# Defaults are AgentConfig's (or the --config file's): None here means "not given".
+PACK = typer.Option(None, "--pack", help="Rule pack name or folder [default: general].")
+MODE = typer.Option(None, "--mode", help="adaptive | never | always [default: adaptive].")
+K = typer.Option(None, "--k", help="Rules per consultation [default: 3].")
+MAX_TOKENS = typer.Option(None, "--max-tokens", help="Token budget per model turn [default: 256].")
+TEMPERATURE = typer.Option(
+    None, "--temperature", help="Sampling temperature, 0 = greedy [default: 0]."
+)
 CONFIG = typer.Option(None, "--config", help="Agent config file (.json/.yaml); flags override it.")
 
 
@@ -83,11 +86,11 @@ def run(
     prompt: str = typer.Argument(..., help="The user request."),
     base_url: str | None = BASE_URL,
     model: str | None = MODEL,
-    pack: str = PACK,
-    mode: str = MODE,
-    k: int = K,
-    max_tokens: int = MAX_TOKENS,
-    temperature: float = TEMPERATURE,
+    pack: str | None = PACK,
+    mode: str | None = MODE,
+    k: int | None = K,
+    max_tokens: int | None = MAX_TOKENS,
+    temperature: float | None = TEMPERATURE,
     trace: Path | None = typer.Option(
         None, "--trace", help="Append the run's trace here (.jsonl/.sqlite)."
     ),
@@ -141,10 +144,10 @@ def collect(
     concurrency: int = typer.Option(16, "--concurrency", help="Runs in flight at once."),
     base_url: str | None = BASE_URL,
     model: str | None = MODEL,
-    pack: str = PACK,
-    mode: str = MODE,
-    k: int = K,
-    max_tokens: int = MAX_TOKENS,
+    pack: str | None = PACK,
+    mode: str | None = MODE,
+    k: int | None = K,
+    max_tokens: int | None = MAX_TOKENS,
     temperature: float = typer.Option(
         1.0, "--temperature", help="Sampling temperature (RL wants diversity)."
     ),
@@ -174,7 +177,7 @@ def collect(
 def demo(
     base_url: str | None = BASE_URL,
     model: str | None = MODEL,
-    pack: str = PACK,
+    pack: str | None = PACK,
     max_tokens: int = typer.Option(128, "--max-tokens", help="Token budget per model turn."),
     trace: Path | None = typer.Option(None, "--trace", help="Also append the traces here."),
 ) -> None:
@@ -185,7 +188,9 @@ def demo(
         config = _config(
             endpoint.base_url, served, pack, "adaptive", 3, max_tokens, 0.0, trace, None
         )
-        typer.echo(f"model {served} at {redact_url(endpoint.base_url)}, rule pack '{pack}'\n")
+        typer.echo(
+            f"model {served} at {redact_url(endpoint.base_url)}, rule pack '{config.pack}'\n"
+        )
         with SafeContextAgent(config) as agent:
             agent.prepare()
             for prompt in DEMO_PROMPTS:

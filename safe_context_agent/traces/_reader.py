@@ -10,7 +10,8 @@ The reader is strict about what it cannot be sure of and tolerant of what a cras
   file, the line (or SQLite row), the trace id when it can be recovered and the offending field,
   or, with ``on_error="skip"``, is left out and listed in the report;
 - a record written by a newer schema always raises: skipping it would silently drop data that an
-  upgraded reader can read.
+  upgraded reader can read; so does a version below 1, which no writer ever produced (a damaged
+  record, or a file from another program).
 """
 
 from __future__ import annotations
@@ -140,8 +141,11 @@ def group_traces(traces: Iterable[Trace]) -> dict[str, list[Trace]]:
     """Group traces by ``group_id`` (groups in order of first appearance), each by ``sample_index``.
 
     A trace without a ``group_id`` is a group of its own, keyed by its ``trace_id``. The same
-    ``trace_id`` twice, or two traces with one ``sample_index`` in a group, raise a
-    :class:`TraceError`: training would count those samples twice.
+    ``trace_id`` twice, or two successful traces (``outcome.status == "ok"``) with one
+    ``sample_index`` in a group, raise a :class:`TraceError`: training would count those samples
+    twice. Error traces sharing a ``sample_index`` are retries of that sample (a resumed
+    ``sca collect`` runs a failed sample again): the successful trace supersedes them, and of
+    several error traces only the latest (by ``started_at``) is kept.
     """
     groups: dict[str, list[Trace]] = {}
     seen: set[str] = set()
@@ -155,15 +159,28 @@ def group_traces(traces: Iterable[Trace]) -> dict[str, list[Trace]]:
         groups.setdefault(trace.group_id or trace.trace_id, []).append(trace)
     for group_id, members in groups.items():
         members.sort(key=lambda t: (t.sample_index is None, t.sample_index or 0, t.started_at))
-        indices = [t.sample_index for t in members if t.sample_index is not None]
-        if len(indices) != len(set(indices)):
-            clash = next(i for i in indices if indices.count(i) > 1)
-            ids = ", ".join(t.trace_id for t in members if t.sample_index == clash)
+        groups[group_id] = _latest_attempts(group_id, members)
+    return groups
+
+
+def _latest_attempts(group_id: str, members: list[Trace]) -> list[Trace]:
+    """One trace per ``sample_index`` (see :func:`group_traces`); members sorted by index, time."""
+    by_index: dict[int, list[Trace]] = {}
+    for trace in members:
+        if trace.sample_index is not None:
+            by_index.setdefault(trace.sample_index, []).append(trace)
+    dropped: set[str] = set()
+    for index, attempts in by_index.items():
+        ok = [t for t in attempts if t.outcome.status == "ok"]
+        if len(ok) > 1:
+            ids = ", ".join(t.trace_id for t in ok)
             raise TraceError(
-                f"group {group_id} has several traces with sample_index {clash} ({ids}); give"
+                f"group {group_id} has several traces with sample_index {index} ({ids}); give"
                 " each sample of a group its own sample_index"
             )
-    return groups
+        keep = ok[0] if ok else attempts[-1]
+        dropped.update(t.trace_id for t in attempts if t is not keep)
+    return [t for t in members if t.trace_id not in dropped]
 
 
 class _Malformed(Exception):
@@ -321,11 +338,17 @@ def _check_version(
     location: str, trace_id: str | None, field: str, data: dict[str, Any], supported: int
 ) -> None:
     version = data.get(field)
+    record = f"trace {trace_id}" if trace_id else "the record"
     if isinstance(version, int) and version > supported:
-        record = f"trace {trace_id}" if trace_id else "the record"
         raise TraceError(
             f"{location}: {record} has {field} {version}, newer than this safe-context-agent"
             f" reads ({supported}); {_UPGRADE}"
+        )
+    if isinstance(version, int) and version < 1:
+        raise TraceError(
+            f"{location}: {record} has {field} {version}; versions start at 1, so the record is"
+            " damaged or was not written by safe-context-agent; repair its"
+            f" {field} (1 to {supported}) or remove the record"
         )
 
 
