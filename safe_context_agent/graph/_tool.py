@@ -113,9 +113,10 @@ def read_consult_arguments(raw: str) -> ConsultArguments:
     )
 
 
-RULES_RESULT_MAX_CHARS = 6_000
-"""The most characters of rules one tool result (or the ``always`` context) carries (~1.5k
-tokens). Each field is also cut to the rule pack's own limits, so a retriever that returns rules
+RULES_RESULT_MAX_CHARS = 4_000
+"""The most characters of rules one tool result (or the ``always`` context) carries (~1k
+tokens: the embedded model serves a 2,048-token context, which the system prompt and its
+few-shot turns share). Each field is also cut to the rule pack's own limits, so a retriever that returns rules
 from outside a validated pack cannot flood the prompt either."""
 
 _FIELD_LIMITS = {"id": 100, "title": 80, "statement": 1_000, "example": 500}
