@@ -41,6 +41,8 @@ _KEY_VALUE = re.compile(
     r"(?i)(?P<key>\b(?:authorization|api[_-]?key|x-api-key|access[_-]?token|password)"
     r"[\"']?\s*[:=]\s*[\"']?)(?P<value>[^\s\"',;}]+)"
 )
+# A command line's flag form, `--api-key SECRET` (vLLM's own flag, logged when `sca serve` starts).
+_KEY_FLAG = re.compile(r"(?i)(?P<key>--(?:api[_-]key|token|password)\s+)(?P<value>[^\s-]\S*)")
 
 
 def repair_surrogates(text: str) -> str:
@@ -87,6 +89,7 @@ def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
             text = text.replace(secret, REDACTED)
     text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
     text = _BEARER.sub(lambda m: f"{m['kind']} {REDACTED}", text)
+    text = _KEY_FLAG.sub(lambda m: f"{m['key']}{REDACTED}", text)
     return _KEY_VALUE.sub(lambda m: f"{m['key']}{REDACTED}", text)
 
 
