@@ -72,12 +72,14 @@ MODEL = typer.Option(
     None, "--model", help="Served model or LoRA adapter name (default: the server's)."
 )
 # Defaults are AgentConfig's (or the --config file's): None here means "not given".
-PACK = typer.Option(None, "--pack", help="Rule pack name or folder [default: general].")
-MODE = typer.Option(None, "--mode", help="adaptive | never | always [default: adaptive].")
-K = typer.Option(None, "--k", help="Rules per consultation [default: 3].")
-MAX_TOKENS = typer.Option(None, "--max-tokens", help="Token budget per model turn [default: 256].")
+PACK = typer.Option(None, "--pack", help="Rule pack name or folder.", show_default="general")
+MODE = typer.Option(None, "--mode", help="adaptive | never | always.", show_default="adaptive")
+K = typer.Option(None, "--k", help="Rules per consultation.", show_default="3")
+MAX_TOKENS = typer.Option(
+    None, "--max-tokens", help="Token budget per model turn.", show_default="256"
+)
 TEMPERATURE = typer.Option(
-    None, "--temperature", help="Sampling temperature, 0 = greedy [default: 0]."
+    None, "--temperature", help="Sampling temperature (0 = greedy).", show_default="0"
 )
 CONFIG = typer.Option(None, "--config", help="Agent config file (.json/.yaml); flags override it.")
 
