@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import re
 from typing import Any
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 __all__ = [
     "REDACTED",
@@ -62,7 +62,8 @@ def repair_tree(value: Any) -> Any:
 
 
 def split_url_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
-    """``url`` without its user-info, and the (user, password) it held, if any."""
+    """``url`` without its user-info, and the (user, password) it held, if any, percent-decoded
+    (``p%40ss`` is the password ``p@ss``, as httpx would send it)."""
     parts = urlsplit(url)
     if parts.username is None and parts.password is None:
         return url, None
@@ -71,7 +72,7 @@ def split_url_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
         host = f"[{host}]"
     netloc = f"{host}:{parts.port}" if parts.port is not None else host
     clean = urlunsplit(SplitResult(parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    return clean, (parts.username or "", parts.password or "")
+    return clean, (unquote(parts.username or ""), unquote(parts.password or ""))
 
 
 def redact_url(url: str | None) -> str | None:
