@@ -7,6 +7,7 @@ import typer
 from safe_context_agent.cli._eval import eval_app
 from safe_context_agent.cli._model import model_app
 from safe_context_agent.cli._rules import rules_app
+from safe_context_agent.cli._rules_audit import audit, lint
 from safe_context_agent.cli._run import collect, demo, run
 from safe_context_agent.cli._serve import serve_app
 from safe_context_agent.cli._train import train_app
@@ -22,6 +23,8 @@ app = typer.Typer(
 )
 app.add_typer(model_app, name="model")
 app.add_typer(serve_app, name="serve")
+rules_app.command("lint")(lint)
+rules_app.command("audit")(audit)
 app.add_typer(rules_app, name="rules")
 app.command("run")(run)
 app.command("collect")(collect)
