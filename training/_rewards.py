@@ -10,7 +10,8 @@ Built-in terms:
 
 - :class:`BehaviourReward` — 1 when the behaviour matches the label, else 0, judged by the
   project's refusal judge (the pattern judge by default; pass an ``LLMJudge`` for a model-graded
-  reward, see :func:`llm_judge_reward`);
+  reward, see :func:`llm_judge_reward`); an answer that only repeats the retrieved rules
+  (the echo judge) gets 0 whatever the label;
 - :func:`correctness_reward` — 1 when the final number matches ``answer``, else 0; not
   applicable (``None``) without a reference;
 - :func:`format_penalty` — -1 when the run made a malformed tool call (``trace.format_errors``).
@@ -33,7 +34,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from safe_context_training._replay import ReplayTrajectory
 
 from safe_context_agent.errors import SafeContextError
-from safe_context_agent.judges import Judge, LLMJudge, RefusalJudge, numeric_match
+from safe_context_agent.judges import (
+    Judge,
+    LLMJudge,
+    RefusalJudge,
+    judge_trace_echo,
+    numeric_match,
+)
 from safe_context_agent.traces import Trace
 
 __all__ = [
@@ -79,18 +86,29 @@ class BehaviourReward:
         judge: Any refusal :class:`~safe_context_agent.judges.Judge`; the pattern judge by default.
         unknown: The reward for an ``unknown`` verdict (an LLM judge reply that could not be
             read). ``None`` raises :class:`RewardError` instead.
+        echo: The reward for an answer that repeats the retrieved rules instead of answering
+            (:func:`~safe_context_agent.judges.judge_trace_echo`): neither a refusal nor help,
+            so 0 for either label by default. ``None`` judges it like any other answer.
     """
 
-    def __init__(self, judge: Judge | None = None, *, unknown: float | None = None) -> None:
+    def __init__(
+        self, judge: Judge | None = None, *, unknown: float | None = None, echo: float | None = 0.0
+    ) -> None:
         self.judge: Judge = judge or RefusalJudge()
         self.unknown = unknown
+        self.echo = echo
         self.__name__ = "behaviour"
 
     def __repr__(self) -> str:
-        return f"BehaviourReward(judge={self.judge.name!r}, unknown={self.unknown!r})"
+        return (
+            f"BehaviourReward(judge={self.judge.name!r}, unknown={self.unknown!r}, "
+            f"echo={self.echo!r})"
+        )
 
     def __call__(self, trace: Trace) -> float:
         label = _label(trace)
+        if self.echo is not None and judge_trace_echo(trace).echo:
+            return self.echo
         verdict = self.judge.judge(trace.prompt, trace.answer or "")
         if verdict.refused is None:
             if self.unknown is None:

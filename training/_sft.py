@@ -93,13 +93,26 @@ def train_sft(
     learning_rate: float = 1e-4,
     batch_size: int = 4,
     seed: int = 42,
+    gradient_checkpointing: bool = False,
+    padding_free: bool = False,
+    threads: int | None = None,
     **sft_overrides: Any,
 ) -> SFTResult:
     """Fine-tune on the trajectories that score ``>= min_reward`` (this is ``sca train sft``).
 
+    Speed on a CPU (bench/train_step.py --sft measures each): gradient checkpointing is off by
+    default (it recomputes the forward pass; a 135M model's activations for a batch of agent
+    turns fit in a few GB), batches group rows of similar length so that little of a batch is
+    padding, and ``threads`` sets torch's thread count (all cores by default; leave
+    one to a vLLM server that shares the machine). ``padding_free`` flattens each batch into
+    one sequence instead (transformers then masks attention block-diagonally).
     ``sft_overrides`` go to TRL's ``SFTConfig`` unchanged (e.g. ``gradient_accumulation_steps``).
     """
+    import torch
     from trl import SFTConfig, SFTTrainer
+
+    if threads is not None:
+        torch.set_num_threads(threads)
 
     replay = load_replay(traces, need_logprobs=False)
     score_trajectories(replay.trajectories(), reward or default_reward())
@@ -125,6 +138,11 @@ def train_sft(
         bf16=cuda_bf16_supported(),
         max_length=None,
         seed=seed,
+        gradient_checkpointing=gradient_checkpointing,
+        padding_free=padding_free,
+        # Batches of similar lengths: a batch pads to its longest row, and a 300-token direct
+        # answer beside a 450-token consultation would waste a third of the compute.
+        train_sampling_strategy="random" if padding_free else "group_by_length",
         **sft_overrides,
     )
     policy, tokenizer = load_policy(model)

@@ -54,6 +54,11 @@ def evaluate(
         None, "--limit", min=1, help="Prompts per suite (default: all)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the shuffled subset that --limit takes."),
+    split: str | None = typer.Option(
+        None,
+        "--split",
+        help="Only prompts of this fixed split: train | dev | test (default: all prompts).",
+    ),
     concurrency: int = typer.Option(8, "--concurrency", min=1, help="Agent runs at once."),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Run folder: traces.jsonl, report.json, report.md, plots."
@@ -104,6 +109,7 @@ def evaluate(
             modes=parse_modes(modes),
             limit=limit,
             seed=seed,
+            split=split,
             concurrency=concurrency,
             out=out,
             agent=AgentConfig.model_validate(agent_options),

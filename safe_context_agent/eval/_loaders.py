@@ -17,6 +17,7 @@ import json
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, cast
@@ -24,9 +25,18 @@ from typing import Literal, cast
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from safe_context_agent.errors import ConfigError, SafeContextError
+from safe_context_agent.eval._splits import Split, select_split
 from safe_context_agent.judges import gsm8k_reference
 
-__all__ = ["SUITES", "EvalDataError", "EvalLabel", "EvalPrompt", "SuiteSpec", "load_suite"]
+__all__ = [
+    "SUITES",
+    "EvalDataError",
+    "EvalLabel",
+    "EvalPrompt",
+    "SuiteSpec",
+    "everyday_prompts_path",
+    "load_suite",
+]
 
 EvalLabel = Literal["harmful", "benign"]
 FIELDS = ("prompt", "label", "id", "category", "answer", "context")
@@ -152,6 +162,13 @@ SUITES: Mapping[str, SuiteSpec] = MappingProxyType(
                 prompt="question",
                 answer="answer",
             ),
+            _fixed(
+                "everyday",
+                "Everyday requests written for this project (answer all; plainly benign)",
+                "benign",
+                id="id",
+                prompt="prompt",
+            ),
             SuiteSpec(
                 "generic",
                 "Any CSV/JSONL with 'prompt' and 'label' (harmful|benign), optional 'answer'",
@@ -170,6 +187,12 @@ SUITES: Mapping[str, SuiteSpec] = MappingProxyType(
 )
 
 
+def everyday_prompts_path() -> Path:
+    """The ``everyday`` suite's file, shipped with the package: 60 plainly benign requests
+    (cooking, code, travel, school) that should be answered directly, without consulting."""
+    return Path(str(resources.files("safe_context_agent.eval") / "data" / "everyday.jsonl"))
+
+
 def load_suite(
     name: str,
     path: str | Path,
@@ -177,6 +200,7 @@ def load_suite(
     columns: Mapping[str, str] | None = None,
     limit: int | None = None,
     seed: int | None = None,
+    split: Split | None = None,
 ) -> list[EvalPrompt]:
     """Read benchmark ``name`` from ``path`` (CSV, or JSONL by its ``.jsonl``/``.json`` suffix).
 
@@ -184,7 +208,8 @@ def load_suite(
     validated before ``limit`` applies. With ``seed`` the rows are shuffled by that seed
     before the first ``limit`` are taken, so a subset is reproducible (and a smaller limit
     with the same seed gives a prefix of a larger one); without ``seed`` the first ``limit``
-    rows are taken in file order.
+    rows are taken in file order. ``split`` keeps only the prompts of that fixed split (see
+    :func:`~safe_context_agent.eval.prompt_split`) before any shuffling or ``limit``.
     """
     spec = _suite(name)
     if limit is not None and limit < 1:
@@ -193,6 +218,8 @@ def load_suite(
     source = Path(path).expanduser()
     records = _read_records(source)
     prompts = _to_prompts(spec, source, records, wanted, explicit=set(columns or ()))
+    if split is not None:
+        prompts = select_split(prompts, split)
     if seed is not None:
         random.Random(seed).shuffle(prompts)
     return prompts[:limit] if limit is not None else prompts

@@ -47,7 +47,13 @@ from safe_context_agent.eval._metrics import (
     rate,
     tally_verdicts,
 )
-from safe_context_agent.judges import Judge, RefusalJudge, RefusalVerdict, numeric_match
+from safe_context_agent.judges import (
+    Judge,
+    RefusalJudge,
+    RefusalVerdict,
+    judge_trace_echo,
+    numeric_match,
+)
 from safe_context_agent.traces import ConsultMode, Trace, read_traces
 
 __all__ = [
@@ -147,6 +153,11 @@ class EvalCell(BaseModel):
     consult_rate_harmful: Rate | None
     consult_rate_benign: Rate | None
     consultations_per_run: MeanEstimate
+    echo_rate: Rate | None = Field(
+        default=None,
+        description="Consulted runs whose answer repeats the rule text instead of answering "
+        "(the echo judge); None without a consulted run.",
+    )
     format_error_rate: Rate = Field(description="Runs with at least one malformed tool call.")
     cut_off_rate: Rate = Field(description="Runs whose final model turn hit max_tokens.")
     latency_s: LatencySummary
@@ -317,6 +328,7 @@ def _cell(mode: ConsultMode, suite: str, runs: Sequence[JudgedRun], errors: int)
     harmful_tally = tally_verdicts(run.verdict for run in harmful) if harmful else None
     benign_tally = tally_verdicts(run.verdict for run in benign) if benign else None
     graded = [run.correct for run in runs if run.correct is not None]
+    consulted = [run for run in runs if run.trace.consulted]
     latencies = [s for s in (_seconds(run.trace) for run in runs) if s is not None]
     return EvalCell(
         mode=mode,
@@ -335,6 +347,7 @@ def _cell(mode: ConsultMode, suite: str, runs: Sequence[JudgedRun], errors: int)
         consultations_per_run=mean_interval(
             sum(1 for c in run.trace.consultations if c.error is None) for run in runs
         ),
+        echo_rate=_share(consulted, (judge_trace_echo(run.trace).echo for run in consulted)),
         format_error_rate=rate(sum(bool(run.trace.format_errors) for run in runs), len(runs)),
         cut_off_rate=rate(sum(_cut_off(run.trace) for run in runs), len(runs)),
         latency_s=latency_summary(latencies),
@@ -418,6 +431,7 @@ _COLUMNS = (
     "consult: harmful",
     "consult: benign",
     "consults/run",
+    "echo (of consulted)",
     "format errors",
     "cut off",
     "latency p50 / p95 (s)",
@@ -456,6 +470,7 @@ def _row(cell: EvalCell) -> list[str]:
         _percent(cell.consult_rate_harmful),
         _percent(cell.consult_rate_benign),
         _mean(cell.consultations_per_run),
+        _percent(cell.echo_rate),
         _percent(cell.format_error_rate),
         _percent(cell.cut_off_rate),
         _latency(cell.latency_s),

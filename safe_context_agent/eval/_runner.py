@@ -47,6 +47,7 @@ from safe_context_agent.eval._report import (
     abuild_report,
     write_report,
 )
+from safe_context_agent.eval._splits import Split
 from safe_context_agent.judges import Judge, JudgeKind, make_judge
 from safe_context_agent.serve import Endpoint, model_endpoint
 from safe_context_agent.traces import ConsultMode, JsonlTraceSink, Trace, TraceSink, read_traces
@@ -146,6 +147,11 @@ class EvalConfig(BaseModel):
     seed: int | None = Field(
         default=0, description="Shuffle seed for the subset; None takes the first rows."
     )
+    split: Split | None = Field(
+        default=None,
+        description="Only the prompts of this fixed split (train, dev, test; see prompt_split); "
+        "None: every prompt. Applied before the seed and limit.",
+    )
     concurrency: int = Field(default=8, ge=1, description="Agent runs (and judge calls) at once.")
     out: Path = Field(description="The run folder: traces, report and plots.")
     agent: AgentConfig = Field(
@@ -226,7 +232,12 @@ def _load_prompts(config: EvalConfig) -> list[tuple[EvalPrompt, Path]]:
     for source in config.suites:
         path = source.path.expanduser().resolve()
         for prompt in load_suite(
-            source.name, path, columns=source.columns, limit=config.limit, seed=config.seed
+            source.name,
+            path,
+            columns=source.columns,
+            limit=config.limit,
+            seed=config.seed,
+            split=config.split,
         ):
             prompts.append((prompt, path))
     return prompts

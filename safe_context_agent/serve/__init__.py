@@ -18,6 +18,7 @@ from safe_context_agent.serve._endpoint import (
     find_endpoint,
     model_endpoint,
 )
+from safe_context_agent.serve._render import END_OF_TURN, TRAINED_TEMPLATE_KWARGS, ChatRenderer
 from safe_context_agent.serve._server import (
     ServerConfig,
     ServerState,
@@ -33,6 +34,9 @@ __all__ = [
     "BASE_URL_ENV",
     "EMBEDDED_MODEL_NAME",
     "EMBEDDED_SERVED_NAME",
+    "END_OF_TURN",
+    "TRAINED_TEMPLATE_KWARGS",
+    "ChatRenderer",
     "Endpoint",
     "ModelManifest",
     "ServerConfig",

@@ -268,6 +268,7 @@ def test_registry_lists_every_suite() -> None:
         "jailbreakbench_benign",
         "xstest",
         "gsm8k",
+        "everyday",
         "generic",
     }
     assert all(spec.description and "prompt" in spec.columns for spec in SUITES.values())
