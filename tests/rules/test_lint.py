@@ -3,12 +3,15 @@ MiniLM embedder, nothing flagged on a clean pack, and what the built-in packs gi
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from safe_context_agent.cli import app
 from safe_context_agent.rules import (
     LintConfig,
     held_out_scores,
@@ -146,3 +149,50 @@ def test_builtin_packs_lint(name: str, embedder: Any) -> None:
     kinds = {finding.kind for finding in report.findings}
     assert kinds <= {"example_miss"}, [f for f in report.findings if f.kind != "example_miss"]
     assert report.hit_rate >= 0.68
+
+
+# --- sca rules lint --------------------------------------------------------------------------
+
+runner = CliRunner()
+
+
+def _run(*args: str):
+    return runner.invoke(app, ["rules", *args])
+
+
+@pytest.mark.parametrize("command", ["lint", "audit"])
+def test_help(command: str) -> None:
+    result = _run(command, "--help")
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_lint_json_lists_each_planted_problem_and_exits_1(embedder) -> None:
+    result = _run("lint", str(PACKS / "planted"), "--json")
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    kinds = {finding["kind"] for finding in report["findings"]}
+    assert kinds == {"duplicate", "example_miss", "no_allowed_rule", "example_overlap"}
+    for finding in report["findings"]:
+        assert set(finding) == {"kind", "rule_ids", "detail"}
+        assert finding["rule_ids"] and finding["detail"]
+
+
+def test_lint_of_a_clean_pack_exits_0(embedder) -> None:
+    result = _run("lint", str(PACKS / "clean"))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("pack clean 0.1.0: 6 rules, held-out example hit@3 1.000")
+    assert result.stdout.endswith("0 finding(s)\n")
+
+
+def test_lint_gates_on_the_kinds_and_count_asked_for(embedder) -> None:
+    planted = str(PACKS / "planted")
+    assert _run("lint", planted, "--fail-on", "duplicate", "--max-findings", "1").exit_code == 0
+    assert _run("lint", planted, "--fail-on", "duplicate").exit_code == 1
+
+
+def test_lint_bad_kind_is_one_line_and_exit_2() -> None:
+    result = _run("lint", str(PACKS / "clean"), "--fail-on", "dupes")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: --fail-on 'dupes': unknown kind dupes; use a ")
+    assert result.stderr.count("\n") == 1
