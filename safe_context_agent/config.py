@@ -75,6 +75,12 @@ def validate_settings(
         raise ConfigError(f"invalid {source}: {describe_settings_error(exc, labels)}") from None
 
 
+def _default_model() -> str:
+    from safe_context_agent.serve._shipped import DEFAULT_MODEL
+
+    return DEFAULT_MODEL
+
+
 class SamplingParams(BaseModel):
     """Per-turn sampling. ``max_tokens`` is a per-model-turn budget, not per run."""
 
@@ -96,14 +102,19 @@ class AgentConfig(BaseModel):
         default=None,
         description="OpenAI-compatible endpoint ending in /v1; None means the server `sca serve` started.",
     )
-    model: str = Field(default="smollm2", description="Served model (or LoRA adapter) name.")
+    model: str = Field(
+        default_factory=lambda: _default_model(),
+        description="Served model (or LoRA adapter) name; default: the shipped trained adapter "
+        "(smollm2-ascl) when the package carries it, else the base model (smollm2).",
+    )
     api_key_env: str = Field(
         default="SCA_API_KEY",
         description="Environment variable holding the endpoint's API key (vLLM needs none).",
     )
     chat_template_kwargs: dict[str, Any] | None = Field(
         default=None,
-        description="Sent as vLLM's chat_template_kwargs; e.g. {'few_shot': False} serves the "
+        description="Sent as vLLM's chat_template_kwargs; None: what the model needs (no "
+        "few-shot turns for the shipped adapter). E.g. {'few_shot': False} serves the "
         "embedded template without its example turns (models trained on demonstrations).",
     )
     sampling: SamplingParams = Field(default_factory=SamplingParams)
@@ -170,6 +181,14 @@ class AgentConfig(BaseModel):
             else:
                 data[key] = value
         return validate_settings(AgentConfig, data, source="agent settings", labels=labels)
+
+    def template_kwargs(self) -> dict[str, Any] | None:
+        """The ``chat_template_kwargs`` requests carry: the configured ones, else the model's."""
+        if self.chat_template_kwargs is not None:
+            return dict(self.chat_template_kwargs)
+        from safe_context_agent.serve._shipped import template_kwargs_for
+
+        return template_kwargs_for(self.model)
 
     def api_key(self) -> str:
         """The key from ``api_key_env``; vLLM accepts any value when it was started without one."""

@@ -36,6 +36,20 @@ if TYPE_CHECKING:
         run_online,
         unload_lora_adapter,
     )
+    from safe_context_training._prompts import (
+        recipe_prompts,
+        suite_sources,
+    )
+    from safe_context_training._recipe import (
+        QUICK_RECIPE,
+        RecipeConfig,
+        RecipeResult,
+        run_recipe,
+    )
+    from safe_context_training._refusals import (
+        REFUSAL_TEMPLATES,
+        write_refusal,
+    )
     from safe_context_training._replay import (
         ReplayGroup,
         ReplayReport,
@@ -63,6 +77,15 @@ if TYPE_CHECKING:
         sft_dataset,
         train_sft,
     )
+    from safe_context_training._synthesize import (
+        SynthesisConfig,
+        SynthesisReport,
+        assign_kind,
+        asynthesize,
+        concern_query,
+        distill_demonstrations,
+        synthesize,
+    )
     from safe_context_training._trainer import (
         IFPOConfig,
         IFPOTrainer,
@@ -77,6 +100,8 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_WEIGHT_CLIP",
     "GRPO_STD_EPS",
+    "QUICK_RECIPE",
+    "REFUSAL_TEMPLATES",
     "AdvantageStats",
     "ApplyTo",
     "BehaviourReward",
@@ -87,6 +112,8 @@ __all__ = [
     "NonFiniteLossError",
     "OnlineResult",
     "OnlineSource",
+    "RecipeConfig",
+    "RecipeResult",
     "ReplayGroup",
     "ReplayReport",
     "ReplaySample",
@@ -100,10 +127,16 @@ __all__ = [
     "RolloutSource",
     "SFTResult",
     "StepMetrics",
+    "SynthesisConfig",
+    "SynthesisReport",
     "TraceReward",
     "TrainResult",
+    "assign_kind",
+    "asynthesize",
+    "concern_query",
     "correctness_reward",
     "default_reward",
+    "distill_demonstrations",
     "format_penalty",
     "group_statistics",
     "grpo_advantages",
@@ -115,13 +148,18 @@ __all__ = [
     "load_replay",
     "plot_metrics",
     "read_metrics",
+    "recipe_prompts",
     "replay_trajectory",
     "run_online",
+    "run_recipe",
     "score_trajectories",
     "sft_dataset",
+    "suite_sources",
+    "synthesize",
     "train_offline",
     "train_sft",
     "unload_lora_adapter",
+    "write_refusal",
 ]
 
 # Public name -> private module (relative to this package) that defines it.
@@ -173,6 +211,21 @@ _EXPORTS: dict[str, str] = {
     "SFTResult": "._sft",
     "sft_dataset": "._sft",
     "train_sft": "._sft",
+    "SynthesisConfig": "._synthesize",
+    "SynthesisReport": "._synthesize",
+    "assign_kind": "._synthesize",
+    "concern_query": "._synthesize",
+    "distill_demonstrations": "._synthesize",
+    "synthesize": "._synthesize",
+    "asynthesize": "._synthesize",
+    "RecipeConfig": "._recipe",
+    "RecipeResult": "._recipe",
+    "QUICK_RECIPE": "._recipe",
+    "run_recipe": "._recipe",
+    "recipe_prompts": "._prompts",
+    "suite_sources": "._prompts",
+    "REFUSAL_TEMPLATES": "._refusals",
+    "write_refusal": "._refusals",
 }
 
 

@@ -515,3 +515,122 @@ def plot(
             for path in metrics:
                 typer.echo(json.dumps(read_metrics(path)[-1].model_dump(mode="json")))
     typer.echo(f"wrote {written}")
+
+
+@train_app.command()
+def synthesize(
+    prompts: Annotated[
+        Path, typer.Argument(help="CSV/JSONL with prompt and label (harmful|benign).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Demonstrations file (JSONL traces).")],
+    pack: Annotated[str, typer.Option("--pack", help="Rule pack name or folder.")] = "general",
+    suite: Annotated[
+        str,
+        typer.Option(
+            "--suite",
+            help="Read PROMPTS as this benchmark suite (e.g. xstest: its benign rows consult); "
+            "generic: prompt and label columns.",
+        ),
+    ] = "generic",
+    base_url: Annotated[
+        str | None,
+        typer.Option("--base-url", help="Endpoint of the base model (default: sca serve's)."),
+    ] = None,
+    base_model: Annotated[
+        str, typer.Option("--base-model", help="Served base model that answers benign prompts.")
+    ] = "smollm2",
+    tries: Annotated[int, typer.Option("--tries", help="Samples per benign prompt.")] = 4,
+    max_tokens: Annotated[
+        int, typer.Option("--max-tokens", help="Token budget of a benign answer.")
+    ] = 160,
+    seed: _SeedOpt = 0,
+    verbose: _VerboseOpt = False,
+) -> None:
+    """Demonstrations from labelled prompts and a rule pack, as traces: harmful prompts consult
+    and refuse in the rule's words; risky-sounding benign ones consult and answer; plain ones
+    answer directly (the base model's own answers, filtered). Resumable."""
+    setup_logging(verbose)
+    with cli_errors():
+        training = _training()
+        from safe_context_agent.eval import load_suite, resolve_suite_name
+
+        items = load_suite(resolve_suite_name(suite), prompts)
+        report = training.synthesize(
+            items,
+            out,
+            training.SynthesisConfig(
+                pack=pack,
+                base_url=base_url,
+                model=base_model,
+                tries=tries,
+                max_tokens=max_tokens,
+                seed=seed,
+            ),
+            progress=not verbose,
+        )
+    typer.echo(
+        f"wrote {sum(report.written.values())} demonstrations {report.written} to {report.out} "
+        f"({report.already_done} already there, dropped {report.dropped}) in {report.seconds:.0f} s"
+    )
+
+
+@train_app.command()
+def recipe(
+    out: Annotated[Path, typer.Option("--out", help="Run folder; rerun to resume.")] = Path(
+        "runs/recipe"
+    ),
+    data: Annotated[
+        Path, typer.Option("--data", help="Public benchmark folder (shared/data).")
+    ] = Path("../shared/data"),
+    pack: Annotated[str, typer.Option("--pack", help="Rule pack name or folder.")] = "general",
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Every stage at toy size (minutes; for CI).")
+    ] = False,
+    baselines: Annotated[
+        bool,
+        typer.Option("--baselines", help="Also the context-distillation baseline and a GRPO arm."),
+    ] = False,
+    rl_steps: Annotated[
+        int | None, typer.Option("--rl-steps", help="Online RL updates per arm (0: none).")
+    ] = None,
+    sft_epochs: Annotated[
+        float | None, typer.Option("--sft-epochs", help="SFT passes over the demonstrations.")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="torch threads for training (all cores).")
+    ] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            "--base-url",
+            help="vLLM endpoint (default: the running server, else one "
+            "started for the stages that need it).",
+        ),
+    ] = None,
+    seed: _SeedOpt = 0,
+    verbose: _VerboseOpt = False,
+) -> None:
+    """The whole recipe, resumable by stage: synthesize -> SFT -> evaluate (dev split, three
+    modes) -> online IFPO from the SFT adapter -> evaluate -> model card."""
+    setup_logging(verbose)
+    with cli_errors():
+        training = _training()
+        fields: dict[str, Any] = dict(training.QUICK_RECIPE) if quick else {}
+        fields.update(
+            {
+                key: value
+                for key, value in {
+                    "rl_steps": rl_steps,
+                    "sft_epochs": sft_epochs,
+                    "threads": threads,
+                    "base_url": base_url,
+                }.items()
+                if value is not None
+            }
+        )
+        config = training.RecipeConfig(
+            out=out, data=data, pack=pack, seed=seed, baselines=baselines, **fields
+        )
+        result = training.run_recipe(config, say=typer.echo, progress=not verbose)
+    total = sum(stage.seconds for stage in result.stages)
+    typer.echo(f"recipe finished ({total:.0f} s of stages); model card {result.card}")

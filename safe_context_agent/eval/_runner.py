@@ -426,8 +426,8 @@ async def arun_eval(config: EvalConfig, *, progress: bool = True) -> EvalResult:
     if pending:
         with model_endpoint(config.agent.base_url) as endpoint:
             update: dict[str, Any] = {"base_url": endpoint.base_url}
-            if endpoint.served_model and "model" not in config.agent.model_fields_set:
-                update["model"] = endpoint.served_model
+            if "model" not in config.agent.model_fields_set:
+                update["model"] = endpoint.model(None, default=config.agent.model)
             agent_config = config.agent.model_copy(update=update)
             _check_resumable(done, agent_config, pack, traces_path)
             failed = await _run_pending(

@@ -18,7 +18,14 @@ from safe_context_agent.serve._endpoint import (
     find_endpoint,
     model_endpoint,
 )
-from safe_context_agent.serve._render import END_OF_TURN, TRAINED_TEMPLATE_KWARGS, ChatRenderer
+from safe_context_agent.serve._render import END_OF_TURN, ChatRenderer
+from safe_context_agent.serve._shipped import (
+    DEFAULT_MODEL,
+    SHIPPED_ADAPTER_NAME,
+    TRAINED_TEMPLATE_KWARGS,
+    shipped_adapter_dir,
+    template_kwargs_for,
+)
 from safe_context_agent.serve._server import (
     ServerConfig,
     ServerState,
@@ -32,12 +39,14 @@ from safe_context_agent.serve._server import (
 
 __all__ = [
     "BASE_URL_ENV",
+    "DEFAULT_MODEL",
     "EMBEDDED_MODEL_NAME",
     "EMBEDDED_SERVED_NAME",
     "END_OF_TURN",
     "TRAINED_TEMPLATE_KWARGS",
     "ChatRenderer",
     "Endpoint",
+    "SHIPPED_ADAPTER_NAME",
     "ModelManifest",
     "ServerConfig",
     "ServerState",
@@ -53,7 +62,9 @@ __all__ = [
     "model_endpoint",
     "prepare_embedded_model",
     "read_state",
+    "shipped_adapter_dir",
     "state_as_json",
     "stop_recorded_server",
+    "template_kwargs_for",
     "verify_model_folder",
 ]

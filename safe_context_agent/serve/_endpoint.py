@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from safe_context_agent.serve._server import ServerConfig, VLLMServer, find_running_server
+from safe_context_agent.serve._shipped import DEFAULT_MODEL
 
 __all__ = ["BASE_URL_ENV", "Endpoint", "find_endpoint", "model_endpoint"]
 
@@ -35,10 +36,17 @@ class Endpoint:
     """The served model name when the project's server was found or started; None for a URL
     given directly or through the environment (the caller knows which model it serves)."""
     source: EndpointSource
+    adapters: tuple[str, ...] = ()
+    """LoRA adapters the project's server loaded at start-up (empty for a URL given directly)."""
 
-    def model(self, requested: str | None = None, default: str = "smollm2") -> str:
-        """The model to request: the caller's choice, else the served one, else ``default``."""
-        return requested or self.served_model or default
+    def model(self, requested: str | None = None, default: str = DEFAULT_MODEL) -> str:
+        """The model to request: the caller's choice; else ``default`` (the shipped adapter)
+        when this server serves it or the URL was given directly; else the served model."""
+        if requested:
+            return requested
+        if self.served_model is None or default in (self.served_model, *self.adapters):
+            return default
+        return self.served_model
 
 
 def find_endpoint(base_url: str | None = None) -> Endpoint | None:
@@ -49,7 +57,9 @@ def find_endpoint(base_url: str | None = None) -> Endpoint | None:
         return Endpoint(os.environ[BASE_URL_ENV].rstrip("/"), None, "environment")
     running = find_running_server()
     if running is not None:
-        return Endpoint(running.base_url, running.served_model_name, "running")
+        return Endpoint(
+            running.base_url, running.served_model_name, "running", tuple(running.adapters)
+        )
     return None
 
 
@@ -67,4 +77,5 @@ def model_endpoint(
         "no server running: starting the embedded model for this command (sca serve keeps one up)"
     )
     with VLLMServer(server_config) as server:
-        yield Endpoint(server.base_url, server.model, "started")
+        assert server.state is not None
+        yield Endpoint(server.base_url, server.model, "started", tuple(server.state.adapters))

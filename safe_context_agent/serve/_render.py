@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from safe_context_agent.serve._embedded import embedded_chat_template, prepare_embedded_model
+from safe_context_agent.serve._shipped import TRAINED_TEMPLATE_KWARGS
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -26,9 +27,6 @@ __all__ = ["END_OF_TURN", "TRAINED_TEMPLATE_KWARGS", "ChatRenderer"]
 
 END_OF_TURN = "<|im_end|>"
 """The token that ends every turn of the embedded model (the one it emits to stop)."""
-
-TRAINED_TEMPLATE_KWARGS: dict[str, Any] = {"few_shot": False}
-"""``chat_template_kwargs`` for a model trained on demonstrations: no few-shot example turns."""
 
 
 class ChatRenderer:

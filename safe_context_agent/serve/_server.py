@@ -32,6 +32,7 @@ from safe_context_agent.serve._embedded import (
     embedded_chat_template_path,
     prepare_embedded_model,
 )
+from safe_context_agent.serve._shipped import SHIPPED_ADAPTER_NAME, shipped_adapter_dir
 
 __all__ = [
     "ServerConfig",
@@ -40,6 +41,7 @@ __all__ = [
     "build_command",
     "find_running_server",
     "read_state",
+    "startup_adapters",
     "state_as_json",
     "stop_recorded_server",
 ]
@@ -78,6 +80,11 @@ class ServerConfig(BaseModel):
     tool_call_parser: str = Field(default="hermes", description="vLLM tool-call parser.")
     enable_lora: bool = Field(default=True, description="Allow runtime LoRA adapter loading.")
     max_lora_rank: int = Field(default=16, ge=1, description="Largest adapter rank accepted.")
+    lora_modules: dict[str, Path] | None = Field(
+        default=None,
+        description="LoRA adapters to load at start-up, served name -> folder. None: the "
+        "shipped trained adapter with the embedded model (sca train recipe), none otherwise.",
+    )
     max_model_len: int | None = Field(
         default=None, description="Context length; 2048 for the embedded model on CPU."
     )
@@ -106,6 +113,9 @@ class ServerState(BaseModel):
     served_model_name: str
     log_file: str
     started_at: datetime
+    adapters: list[str] = Field(
+        default_factory=list, description="LoRA adapters loaded at start-up (served names)."
+    )
 
     @property
     def base_url(self) -> str:
@@ -220,7 +230,22 @@ def build_command(
         cmd.append("--enforce-eager")
     if config.enable_lora:
         cmd += ["--enable-lora", "--max-lora-rank", str(config.max_lora_rank)]
+        modules = startup_adapters(config)
+        if modules:
+            cmd += ["--lora-modules", *(f"{name}={path}" for name, path in modules.items())]
     return cmd + list(config.extra_args)
+
+
+def startup_adapters(config: ServerConfig) -> dict[str, Path]:
+    """The adapters a server with ``config`` loads at start-up (served name -> folder)."""
+    if not config.enable_lora:
+        return {}
+    if config.lora_modules is not None:
+        return dict(config.lora_modules)
+    shipped = shipped_adapter_dir()
+    if config.model is None and shipped is not None:
+        return {SHIPPED_ADAPTER_NAME: shipped}
+    return {}
 
 
 def build_env(config: ServerConfig) -> dict[str, str]:
@@ -294,6 +319,7 @@ class VLLMServer:
             served_model_name=served,
             log_file=str(log_file),
             started_at=datetime.now(UTC),
+            adapters=list(startup_adapters(config)),
         )
         try:
             self._wait_healthy(log_file)

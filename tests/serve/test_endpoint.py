@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from safe_context_agent.serve import BASE_URL_ENV, _endpoint, find_endpoint, model_endpoint
+from safe_context_agent.serve import (
+    BASE_URL_ENV,
+    DEFAULT_MODEL,
+    _endpoint,
+    find_endpoint,
+    model_endpoint,
+)
 
 
 class _Running:
     base_url = "http://127.0.0.1:9001/v1"
     served_model_name = "served-name"
+    adapters: list[str] = []
 
 
 @pytest.fixture
@@ -23,7 +30,7 @@ def test_given_url_wins_over_everything(monkeypatch, running) -> None:
     assert (endpoint.base_url, endpoint.served_model, endpoint.source) == (
         "http://given:2/v1", None, "given"
     )  # fmt: skip
-    assert endpoint.model() == "smollm2" and endpoint.model("mine") == "mine"
+    assert endpoint.model() == DEFAULT_MODEL and endpoint.model("mine") == "mine"
 
 
 def test_environment_comes_before_the_running_server(monkeypatch, running) -> None:
@@ -38,6 +45,19 @@ def test_running_server_supplies_its_served_model(monkeypatch, running) -> None:
     assert endpoint.model("override") == "override"
 
 
+def test_the_default_model_is_asked_for_when_the_server_loaded_it(monkeypatch) -> None:
+    monkeypatch.delenv(BASE_URL_ENV, raising=False)
+
+    class _WithAdapter(_Running):
+        adapters = ["smollm2-ascl"]
+
+    monkeypatch.setattr(_endpoint, "find_running_server", lambda: _WithAdapter())
+    endpoint = find_endpoint()
+    assert endpoint.adapters == ("smollm2-ascl",)
+    assert endpoint.model(default="smollm2-ascl") == "smollm2-ascl"
+    assert endpoint.model(default="not-served") == "served-name"
+
+
 def test_nothing_found_is_none_and_model_endpoint_starts_the_embedded_server(monkeypatch) -> None:
     monkeypatch.delenv(BASE_URL_ENV, raising=False)
     monkeypatch.setattr(_endpoint, "find_running_server", lambda: None)
@@ -46,6 +66,7 @@ def test_nothing_found_is_none_and_model_endpoint_starts_the_embedded_server(mon
 
     class _Server:
         base_url, model = "http://127.0.0.1:9002/v1", "smollm2"
+        state = type("State", (), {"adapters": []})()
 
         def __init__(self, config) -> None:
             started.append(config)
