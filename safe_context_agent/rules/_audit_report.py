@@ -178,8 +178,9 @@ def plot_over_refusal(report: AuditReport, path: str | Path) -> Path:
         )  # fmt: skip
     axes.set_xlabel("runs (each refused run split among its rules by reciprocal rank)")
     axes.set_title(
-        f"Pack {report.pack}: rules by over-refusal attribution "
-        f"({report.totals.consulted_benign_refused} over-refusals after consulting)",
+        f"Pack {report.pack}: rules by over-refusal attribution\n"
+        f"{report.totals.consulted_benign_refused} benign and "
+        f"{report.totals.consulted_harmful_refused} harmful prompt(s) refused after consulting",
         fontsize=10,
     )
     axes.grid(True, axis="x", alpha=0.3)
