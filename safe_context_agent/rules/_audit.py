@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from safe_context_agent.judges import Judge, RefusalVerdict
     from safe_context_agent.rules._embedder import Embedder
     from safe_context_agent.rules._lint import LintReport
-    from safe_context_agent.traces import Consultation, Trace
+    from safe_context_agent.traces import Consultation, RetrievedRuleRef, Trace
 
 __all__ = [
     "AUDIT_SCHEMA_VERSION",
@@ -379,7 +379,14 @@ class _Audit:
         verdict: RefusalVerdict = self.judge.judge(trace.prompt, trace.answer or "")
         return verdict.refused
 
-    def _keep_weak(self, trace: Trace, query: str, best, label: str | None, suite: str) -> None:
+    def _keep_weak(
+        self,
+        trace: Trace,
+        query: str,
+        best: RetrievedRuleRef | None,
+        label: str | None,
+        suite: str,
+    ) -> None:
         if self.config.sample_queries == 0:
             return
         score = best.score if best is not None else float("-inf")

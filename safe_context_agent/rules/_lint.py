@@ -180,7 +180,8 @@ def held_out_scores(
     example_owner = np.asarray(example_owner)
     concat = multi = None
     if strategy in ("concat", "hybrid"):
-        assert whole_without is not None, "concat and hybrid scores need whole_without"
+        if whole_without is None:
+            raise ValueError(f"strategy {strategy!r} needs whole_without (see the docstring)")
         concat = example_vectors @ whole_vectors.T
         rows = np.arange(len(example_vectors))
         concat[rows, example_owner] = np.einsum("ij,ij->i", example_vectors, whole_without)
