@@ -13,9 +13,12 @@ from dataclasses import dataclass
 
 __all__ = ["TextToolCall", "find_text_tool_calls", "strip_tool_markup"]
 
-# An unterminated block (the completion hit max_tokens) runs to the end of the text.
+_CLOSE = "</tool_call>"
+# An unterminated block (the completion hit max_tokens) runs to the end of the text; there its
+# closing tag may be cut anywhere (`…"}}</tool`), which `_without_cut_close` removes.
 _BLOCK = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
 _MARKUP = re.compile(r"</?tool_(?:call|response)>")
+_CUT_CLOSE = re.compile(r"\s*<(?:/(?:t(?:o(?:o(?:l(?:_(?:c(?:a(?:l(?:l)?)?)?)?)?)?)?)?)?)?$")
 
 
 @dataclass(frozen=True)
@@ -53,11 +56,17 @@ def _parse_block(raw: str) -> TextToolCall:
     return TextToolCall(raw, name, json.dumps(arguments, ensure_ascii=False), None)
 
 
+def _without_cut_close(raw: str) -> str:
+    """``raw`` less a closing tag that ``max_tokens`` cut short: complete JSON followed by
+    ``</tool`` is a complete call, not malformed JSON."""
+    return _CUT_CLOSE.sub("", raw)
+
+
 def find_text_tool_calls(text: str | None) -> list[TextToolCall]:
     """Every ``<tool_call>`` block in ``text``, in order (empty when there is none)."""
     if not text or "<tool_call>" not in text:
         return []
-    return [_parse_block(match.group(1)) for match in _BLOCK.finditer(text)]
+    return [_parse_block(_without_cut_close(match.group(1))) for match in _BLOCK.finditer(text)]
 
 
 def strip_tool_markup(text: str | None) -> str:
