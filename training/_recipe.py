@@ -12,7 +12,8 @@
 5. ``ifpo`` (and ``grpo`` with ``--baselines``) — online RL from the SFT adapter, rewards as
    ever and no consult cost, so a drift toward consulting can show;
 6. ``eval_ifpo`` / ``eval_grpo``;
-7. ``card`` — ``MODEL_CARD.md`` and ``card.json`` with the dev metrics of every policy.
+7. the card — ``MODEL_CARD.md`` and ``card.json`` with the dev metrics of every policy
+   evaluated so far (rewritten on every call).
 
 A stage that finished wrote ``<out>/stages/<name>.json``; rerunning the command skips it (an
 interrupted evaluation resumes inside itself, an interrupted SFT or RL stage starts over).
@@ -22,6 +23,7 @@ loses at most the stage in flight. Stage times are printed and kept in the stage
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -59,7 +61,6 @@ StageName = Literal[
     "grpo",
     "eval_ifpo",
     "eval_grpo",
-    "card",
 ]
 
 DEFAULT_TRAIN_COUNTS: dict[str, int] = {
@@ -227,6 +228,12 @@ class _Run:
                 self._endpoint = None
 
 
+def _served_name(out: Path, policy: str) -> str:
+    """The served name of a run's adapter: two recipe runs sharing a server never collide."""
+    digest = hashlib.sha256(str(out.resolve()).encode("utf-8")).hexdigest()[:6]
+    return f"recipe-{policy}-{digest}"
+
+
 def _adapter_agent(
     config: RecipeConfig, endpoint: Endpoint, model: str, **extra: Any
 ) -> AgentConfig:
@@ -332,7 +339,7 @@ def run_recipe(
         with run.endpoint() as endpoint:
             model = config.base_model
             if adapter is not None:
-                model = f"recipe-{name}"
+                model = _served_name(out, name)
                 load_lora_adapter(endpoint.base_url, model, adapter)
             agent = _adapter_agent(
                 config,
@@ -399,7 +406,7 @@ def run_recipe(
                 args,
                 agent=agent,
                 adapter=out / "sft",
-                adapter_prefix=f"recipe_{algo}",
+                adapter_prefix=_served_name(out, algo).replace("-", "_"),
                 max_concurrency=config.concurrency,
             )
         return {"adapter": result.output_dir, "metrics": result.metrics_file}
@@ -441,8 +448,11 @@ def run_recipe(
         if config.baselines:
             run.stage("grpo", lambda: online_stage("grpo"))
             run.stage("eval_grpo", lambda: evaluate("grpo", out / "grpo", config.eval_modes))
-    card = run.stage("card", lambda: write_card(config, run.records))
-    return RecipeResult(out=str(out), stages=run.records, card=card.outputs.get("card"))
+    # The card is rewritten on every call (cheap), so that a resumed run's card shows every
+    # stage done so far, the ones finished in earlier calls included.
+    card = write_card(config, run.records)
+    say(f"[card] {card['card']}")
+    return RecipeResult(out=str(out), stages=run.records, card=card["card"])
 
 
 # --- the model card ------------------------------------------------------------------------------

