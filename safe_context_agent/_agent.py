@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.messages import AnyMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import BaseTool
 
 from safe_context_agent.config import AgentConfig
 from safe_context_agent.graph import (
@@ -39,7 +40,8 @@ class AgentResult:
 
 class SafeContextAgent:
     """An agent that answers directly when a request is plainly fine and consults the rules when
-    unsure (ASCL, arXiv 2602.13562).
+    unsure (ASCL, arXiv 2602.13562). ``tools`` are the app's own LangChain tools, offered
+    beside ``consult_safety_rules`` (see :func:`~safe_context_agent.graph.build_graph`).
 
     >>> agent = SafeContextAgent(AgentConfig(base_url="http://127.0.0.1:8000/v1"))  # doctest: +SKIP
     >>> agent.invoke("How do I kill a zombie process?").answer  # doctest: +SKIP
@@ -49,6 +51,7 @@ class SafeContextAgent:
         self,
         config: AgentConfig | None = None,
         *,
+        tools: Sequence[BaseTool | Callable[..., Any]] | None = None,
         sink: Any = None,
         client: ModelClient | None = None,
         retriever: Any = None,
@@ -57,7 +60,11 @@ class SafeContextAgent:
         self.config = config or AgentConfig()
         self.resources = AgentResources(self.config, sink=sink, retriever=retriever)
         self.graph = build_graph(
-            self.config, client=client, resources=self.resources, checkpointer=checkpointer
+            self.config,
+            tools=tools,
+            client=client,
+            resources=self.resources,
+            checkpointer=checkpointer,
         )
 
     # -- inputs and outputs -------------------------------------------------------------------

@@ -6,10 +6,12 @@ from safe_context_agent.client._chat import (
     TokenCallback,
     reply_from_response,
 )
+from safe_context_agent.client._chat_model import ChatVLLM
 from safe_context_agent.client._parse import TextToolCall, find_text_tool_calls, strip_tool_markup
 
 __all__ = [
     "ChatClient",
+    "ChatVLLM",
     "ModelReply",
     "TextToolCall",
     "TokenCallback",

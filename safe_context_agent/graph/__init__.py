@@ -2,7 +2,7 @@
 
 from safe_context_agent.graph._build import STREAM_TOKENS_KEY, ModelClient, build_graph
 from safe_context_agent.graph._resources import AgentResources
-from safe_context_agent.graph._state import AgentState, RunInput, RunRecord
+from safe_context_agent.graph._state import AgentInput, AgentState, RunInput, RunRecord, RunSummary
 from safe_context_agent.graph._tool import (
     CONSULT_TOOL,
     CONSULT_TOOL_NAME,
@@ -16,6 +16,7 @@ __all__ = [
     "CONSULT_TOOL",
     "CONSULT_TOOL_NAME",
     "STREAM_TOKENS_KEY",
+    "AgentInput",
     "AgentResources",
     "AgentState",
     "ConsultArguments",
@@ -23,6 +24,7 @@ __all__ = [
     "Retriever",
     "RunInput",
     "RunRecord",
+    "RunSummary",
     "build_graph",
     "format_rules",
     "read_consult_arguments",

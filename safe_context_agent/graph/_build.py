@@ -1,39 +1,56 @@
 """The decide-to-consult state machine (ASCL, arXiv 2602.13562, as a LangGraph graph).
 
 ```
-START → start ─┬─────────────→ finish → END        (bad input, or fail-closed in `always` mode)
-               └→ model ⇄ consult
-                    └──────────→ finish → END
+START → start ─┬──────────────────────────────→ finish → END   (bad input, fail-closed `always`)
+               └→ model ─┬→ consult ─┐ (consult_safety_rules, unusable calls, budget notices)
+                  ↑      ├→ tools ───┤ (the app's own tools, LangGraph's ToolNode, one Send each)
+                  └──────┴───────────┘
+                         └→ finish → END
 ```
 
-``start`` resets the per-run record (and retrieves up front in ``always`` mode); ``model`` calls the
-endpoint, offering the ``consult_safety_rules`` tool in ``adaptive`` mode while budget remains;
-``consult`` answers each tool call (rules, or one corrective message for a malformed call);
-``finish`` writes the trace and publishes the answer. Node logic is plain functions over the state
+``start`` resets the per-run record (and retrieves up front in ``always`` mode); ``model`` calls
+the endpoint through :class:`~safe_context_agent.client.ChatVLLM` (so ``stream_mode="messages"``
+gets token chunks), offering ``consult_safety_rules`` in ``adaptive`` mode while budget remains and
+the app's tools in every mode; routing reads the last ``AIMessage``'s tool calls; ``consult``
+answers every call that is not an app tool's (rules, one corrective message, the budget notice);
+``finish`` writes the trace and publishes the outcome. Node logic is plain methods over the state
 so the sync and async graphs share every line but the I/O.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.prebuilt import ToolNode
+from langgraph.prebuilt.tool_node import ToolCallRequest
+from langgraph.types import Send
 
 from safe_context_agent._sanitize import repair_surrogates, repair_tree
 from safe_context_agent.client import ChatClient, ModelReply, TokenCallback, strip_tool_markup
+from safe_context_agent.client._chat_model import REPLY_KEY, REQUEST_KEY, ChatVLLM
+from safe_context_agent.client._messages import message_from_reply, to_wire
 from safe_context_agent.config import PLAIN_SYSTEM_PROMPT, AgentConfig
-from safe_context_agent.errors import AgentRunError, ModelCallError
+from safe_context_agent.errors import AgentRunError, ConfigError, ModelCallError
 from safe_context_agent.graph._resources import AgentResources
-from safe_context_agent.graph._state import AgentState, RunRecord
+from safe_context_agent.graph._state import (
+    AgentInput,
+    AgentState,
+    RunRecord,
+    RunSummary,
+    _GraphState,
+)
 from safe_context_agent.graph._tool import (
     BUDGET_NOTICE,
     CONSULT_TOOL,
@@ -50,6 +67,7 @@ from safe_context_agent.traces import (
     ModelTurn,
     Outcome,
     RetrievedRuleRef,
+    ToolRun,
     Trace,
     new_trace_id,
 )
@@ -57,10 +75,13 @@ from safe_context_agent.traces import (
 __all__ = ["STREAM_TOKENS_KEY", "ModelClient", "build_graph"]
 
 STREAM_TOKENS_KEY = "sca_stream_tokens"
-"""Set ``config["configurable"][STREAM_TOKENS_KEY] = True`` to stream tokens in ``custom`` mode."""
+"""``config["configurable"][STREAM_TOKENS_KEY] = True`` also writes each token as a ``custom``
+event ``{"type": "token", "turn": i, "text": ...}`` (``SafeContextAgent.stream`` sets it);
+``stream_mode="messages"`` needs nothing: it gets ``AIMessageChunk``s as from any chat model."""
 
-WIRE_KEY = "sca_wire"
-"""``AIMessage.additional_kwargs`` key holding the assistant message exactly as the model produced it."""
+_LATENCY_KEY = "sca_latency_s"
+"""``ToolMessage.response_metadata`` key where the tool node notes how long an app tool ran."""
+_RESULT_CHARS = 2_000
 
 
 class ModelClient(Protocol):
@@ -80,179 +101,139 @@ class ModelClient(Protocol):
         self, kwargs: dict[str, Any], on_token: TokenCallback | None = None
     ) -> ModelReply: ...
 
+    def stream(self, kwargs: dict[str, Any]) -> Any: ...
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
-
-
-def _record(state: AgentState) -> RunRecord:
-    return dict(state.get("sca") or {})  # type: ignore[return-value]
+    def astream(self, kwargs: dict[str, Any]) -> Any: ...
 
 
 def _timed(record: RunRecord, node: str, started: float) -> None:
-    latencies = dict(record.get("node_latencies") or {})
-    latencies[node] = [*latencies.get(node, []), round(time.perf_counter() - started, 6)]
-    record["node_latencies"] = latencies
+    record.node_latencies = {
+        **record.node_latencies,
+        node: [*record.node_latencies.get(node, []), round(time.perf_counter() - started, 6)],
+    }
 
 
-def _last_user_text(messages: list[AnyMessage]) -> str | None:
+def _last_user_text(messages: Sequence[AnyMessage]) -> str | None:
     for message in reversed(messages):
         if isinstance(message, HumanMessage):
             return message.content if isinstance(message.content, str) else message.text
     return None
 
 
-def _to_wire(message: AnyMessage) -> dict[str, Any] | None:
-    """LangChain message → OpenAI wire form; our own AI turns are replayed byte for byte."""
-    if isinstance(message, AIMessage):
-        if WIRE_KEY in message.additional_kwargs:
-            return dict(message.additional_kwargs[WIRE_KEY])
-        wire: dict[str, Any] = {"role": "assistant", "content": message.text}
-        if message.tool_calls:
-            wire["tool_calls"] = [
-                {
-                    "id": call["id"],
-                    "type": "function",
-                    "function": {
-                        "name": call["name"],
-                        "arguments": json.dumps(call["args"], ensure_ascii=False),
-                    },
-                }
-                for call in message.tool_calls
-            ]
-        return wire
-    if isinstance(message, ToolMessage):
-        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.text}
-    if isinstance(message, HumanMessage):
-        return {"role": "user", "content": message.text}
-    return None  # system messages are merged into ours
+def _last_ai(messages: Sequence[AnyMessage]) -> AIMessage | None:
+    for message in reversed(messages):
+        if isinstance(message, AIMessage):
+            return message
+    return None
 
 
-def _system_prompt(config: AgentConfig, record: RunRecord, messages: list[AnyMessage]) -> str:
-    base = config.system_prompt if config.mode == "adaptive" else PLAIN_SYSTEM_PROMPT
-    extra = [m.text for m in messages if isinstance(m, SystemMessage)]
-    if record.get("always_rules"):
-        extra.append(f"Safety rules for this request:\n{record['always_rules']}")
-    return "\n\n".join([base, *extra])
+def _record(state: _GraphState) -> RunRecord:
+    record = state.get("sca_run")
+    if record is None:  # a node reached without `start` (a bug, or a hand-edited checkpoint)
+        raise AgentRunError("the run has no record: the graph must enter through its start node")
+    return record.model_copy()
+
+
+def _bad_input(message: str) -> Outcome:
+    return Outcome(status="error", error_type="BadInput", message=message)
+
+
+class _CustomTokens(BaseCallbackHandler):
+    """Writes each token of the model call to the ``custom`` stream (``STREAM_TOKENS_KEY``)."""
+
+    def __init__(self, write: TokenCallback) -> None:
+        self.write = write
+
+    def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
+        if token:
+            self.write(token)
 
 
 class _Nodes:
     """Node functions over the state; sync and async variants differ only in the I/O calls."""
 
-    def __init__(self, config: AgentConfig, client: ModelClient, resources: AgentResources) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        client: ModelClient,
+        resources: AgentResources,
+        tools: Sequence[BaseTool],
+    ) -> None:
         self.config = config
         self.client = client
         self.resources = resources
+        self.app_tools = {tool.name: tool for tool in tools}
+        self.app_schemas = [convert_to_openai_tool(tool) for tool in tools]
+        self.chat = ChatVLLM(client=client, model=config.model)
 
     # -- start ------------------------------------------------------------------------------
-    def _begin(self, state: AgentState) -> RunRecord:
-        record: RunRecord = {
-            "trace_id": new_trace_id(),
-            "started_at": _now(),
-            "turns": [],
-            "consultations": [],
-            "format_errors": [],
-            "node_latencies": {},
-            "pending_calls": [],
-            "budget_notice_sent": False,
-            "always_rules": None,
-            "wire_messages": [],
-            "outcome": Outcome().model_dump(),
-            "answer": None,
-            "done": False,
-        }
+    def _begin(self, state: _GraphState, config: RunnableConfig | None) -> RunRecord:
+        thread_id = ((config or {}).get("configurable") or {}).get("thread_id")
+        record = RunRecord(
+            trace_id=new_trace_id(),
+            started_at=datetime.now(UTC),
+            thread_id=str(thread_id) if thread_id is not None else None,
+        )
         prompt = _last_user_text(state.get("messages") or [])
         if prompt is not None:
             prompt = repair_surrogates(prompt)  # see _sanitize: repaired, not refused
         if prompt is None:
-            record["outcome"] = Outcome(
-                status="error", error_type="BadInput", message="the input has no user message"
-            ).model_dump()
-            record["done"] = True
+            record.outcome = _bad_input("the input has no user message")
         elif not prompt.strip():
-            record["outcome"] = Outcome(
-                status="error",
-                error_type="BadInput",
-                message="the user prompt is empty or only whitespace; pass the request to answer",
-            ).model_dump()
-            record["done"] = True
+            record.outcome = _bad_input(
+                "the user prompt is empty or only whitespace; pass the request to answer"
+            )
         elif len(prompt) > self.config.max_prompt_chars:
-            record["outcome"] = Outcome(
-                status="error",
-                error_type="BadInput",
-                message=(
-                    f"the user prompt is {len(prompt)} characters, over max_prompt_chars="
-                    f"{self.config.max_prompt_chars}; shorten it or raise the limit"
-                ),
-            ).model_dump()
-            record["done"] = True
-        record["user_prompt"] = prompt or ""
+            record.outcome = _bad_input(
+                f"the user prompt is {len(prompt)} characters, over max_prompt_chars="
+                f"{self.config.max_prompt_chars}; shorten it or raise the limit"
+            )
+        record.done = record.outcome.status == "error"
+        record.user_prompt = prompt or ""
         return record
 
-    def _apply_always(self, record: RunRecord, retrieve: Callable[[], list[Any]]) -> dict[str, Any]:
-        started = time.perf_counter()
-        query = record["user_prompt"]
-        try:
-            results = retrieve()
-        except Exception as exc:  # any retrieval failure: the fail mode decides
-            consultation = Consultation(
-                source="always", query=query, error=f"{type(exc).__name__}: {exc}"
+    def _apply_always(self, record: RunRecord, results: list[Any] | BaseException) -> None:
+        query = record.user_prompt
+        if isinstance(results, BaseException):
+            failed = Consultation(
+                source="always", query=query, error=f"{type(results).__name__}: {results}"
             )
-            record["consultations"] = [consultation.model_dump()]
-            return self._retrieval_failed(record)
-        record["consultations"] = [
-            Consultation(
-                source="always",
-                query=query,
-                rules=[
-                    RetrievedRuleRef(id=r.rule.id, category=r.rule.category, score=r.score)
-                    for r in results
-                ],
-                latency_s=round(time.perf_counter() - started, 6),
-            ).model_dump()
-        ]
-        record["always_rules"] = format_rules(results)
-        return {}
+            record.consultations = [failed]
+            self._retrieval_failed(record)
+            return
+        record.consultations = [Consultation(source="always", query=query, rules=_refs(results))]
+        record.always_rules = format_rules(results)
 
-    def _retrieval_failed(self, record: RunRecord) -> dict[str, Any]:
-        outcome = dict(record["outcome"])
-        outcome["retrieval_failed"] = True
-        record["outcome"] = outcome
+    def _retrieval_failed(self, record: RunRecord) -> None:
+        record.outcome = record.outcome.model_copy(update={"retrieval_failed": True})
         if self.config.fail_closed:
-            record["answer"] = self.config.fail_closed_notice
-            record["done"] = True
-            notice = {"role": "assistant", "content": self.config.fail_closed_notice}
-            return {
-                "messages": [
-                    AIMessage(
-                        content=self.config.fail_closed_notice, additional_kwargs={WIRE_KEY: notice}
-                    )
-                ]
-            }
-        if self.config.mode == "always":
-            record["always_rules"] = RULES_UNAVAILABLE
-        return {}
+            # `finish` adds the notice as the last message, after every tool message of the turn.
+            record.answer = self.config.fail_closed_notice
+            record.done = True
+        elif self.config.mode == "always":
+            record.always_rules = RULES_UNAVAILABLE
 
-    def start(self, state: AgentState) -> dict[str, Any]:
+    def start(self, state: _GraphState, config: RunnableConfig) -> dict[str, Any]:
         started = time.perf_counter()
-        record = self._begin(state)
-        update: dict[str, Any] = {}
-        if not record["done"] and self.config.mode == "always":
-            update = self._apply_always(
-                record, lambda: list(self.resources.retrieve(record["user_prompt"]))
-            )
+        record = self._begin(state, config)
+        if not record.done and self.config.mode == "always":
+            t0 = time.perf_counter()
+            results = self._retrieve_or_exception(record.user_prompt)
+            self._apply_always(record, results)
+            _stamp_latency(record, t0)
         _timed(record, "start", started)
-        return {**update, "sca": record}
+        return {"sca_run": record}
 
-    async def astart(self, state: AgentState) -> dict[str, Any]:
+    async def astart(self, state: _GraphState, config: RunnableConfig) -> dict[str, Any]:
         started = time.perf_counter()
-        record = self._begin(state)
-        update: dict[str, Any] = {}
-        if not record["done"] and self.config.mode == "always":
-            results = await asyncio.to_thread(self._retrieve_or_exception, record["user_prompt"])
-            update = self._apply_always(record, lambda: _reraise(results))
+        record = self._begin(state, config)
+        if not record.done and self.config.mode == "always":
+            t0 = time.perf_counter()
+            results = await asyncio.to_thread(self._retrieve_or_exception, record.user_prompt)
+            self._apply_always(record, results)
+            _stamp_latency(record, t0)
         _timed(record, "start", started)
-        return {**update, "sca": record}
+        return {"sca_run": record}
 
     def _retrieve_or_exception(
         self, query: str, category: str | None = None
@@ -263,29 +244,74 @@ class _Nodes:
             return exc
 
     # -- model ------------------------------------------------------------------------------
-    def _tools_offered(self, record: RunRecord) -> bool:
-        used = sum(1 for c in record["consultations"] if c["source"] == "tool_call")
-        turns_left_after_this = self.config.max_model_turns - len(record["turns"]) - 1
+    def _consult_offered(self, record: RunRecord) -> bool:
         return (
             self.config.mode == "adaptive"
-            and used < self.config.max_consultations
-            and turns_left_after_this > 0
+            and record.consultations_used() < self.config.max_consultations
         )
 
-    def _prepare(self, state: AgentState, record: RunRecord) -> tuple[dict[str, Any], bool]:
+    def _offered_tools(self, record: RunRecord) -> list[dict[str, Any]]:
+        turns_left_after_this = self.config.max_model_turns - len(record.turns) - 1
+        if turns_left_after_this <= 0:
+            return []  # the last turn must answer
+        consult = [CONSULT_TOOL] if self._consult_offered(record) else []
+        return consult + self.app_schemas
+
+    def _note_tool_runs(self, record: RunRecord, messages: Sequence[AnyMessage]) -> None:
+        """Record the app tools that ran since the last model turn (the tool node's messages)."""
+        last = _last_ai(messages)
+        if last is None or not record.turns or not self.app_tools:
+            return
+        calls = {c["id"]: c for c in last.tool_calls if c["name"] in self.app_tools}
+        done = {run.tool_call_id for run in record.tool_runs}
+        runs = []
+        for message in messages[messages.index(last) + 1 :]:
+            if not isinstance(message, ToolMessage) or message.tool_call_id not in calls:
+                continue
+            if message.tool_call_id in done:
+                continue
+            call = calls[message.tool_call_id]
+            text = message.text
+            runs.append(
+                ToolRun(
+                    name=call["name"],
+                    tool_call_id=call["id"] or "",
+                    arguments=dict(call["args"]),
+                    result=text[:_RESULT_CHARS],
+                    status=message.status,
+                    error=text[:_RESULT_CHARS] if message.status == "error" else None,
+                    turn_index=len(record.turns) - 1,
+                    latency_s=float(message.response_metadata.get(_LATENCY_KEY, 0.0)),
+                )
+            )
+        if runs:
+            record.tool_runs = [*record.tool_runs, *runs]
+
+    def _prepare(
+        self, state: _GraphState, record: RunRecord
+    ) -> tuple[list[AnyMessage], dict[str, Any], bool]:
         messages = state.get("messages") or []
-        wire = [{"role": "system", "content": _system_prompt(self.config, record, messages)}]
-        wire += [w for w in (_to_wire(m) for m in messages) if w is not None]
+        self._note_tool_runs(record, messages)
+        system = (
+            self.config.system_prompt if self.config.mode == "adaptive" else PLAIN_SYSTEM_PROMPT
+        )
+        parts = [system, *(m.text for m in messages if isinstance(m, SystemMessage))]
+        if record.always_rules:
+            parts.append(f"Safety rules for this request:\n{record.always_rules}")
+        wire = [{"role": "system", "content": "\n\n".join(parts)}]
+        wire += [w for w in (to_wire(m) for m in messages) if w is not None]
         # The SDK encodes UTF-8 strictly: a lone surrogate anywhere would crash the call.
         wire = repair_tree(wire)
-        offered = self._tools_offered(record)
-        record["wire_messages"] = wire
-        return self.client.request(wire, [CONSULT_TOOL] if offered else None), offered
+        tools = self._offered_tools(record)
+        record.wire_messages = wire
+        return list(messages), self.client.request(wire, tools or None), bool(tools)
 
-    def _after_reply(self, record: RunRecord, reply: ModelReply, offered: bool) -> dict[str, Any]:
-        index = len(record["turns"])
-        record["turns"] = [
-            *record["turns"],
+    def _after_reply(
+        self, record: RunRecord, reply: ModelReply, offered: bool, message_id: str | None
+    ) -> dict[str, Any]:
+        index = len(record.turns)
+        record.turns = [
+            *record.turns,
             ModelTurn(
                 index=index,
                 prompt_token_ids=reply.prompt_token_ids,
@@ -299,239 +325,270 @@ class _Nodes:
                 completion_tokens=reply.completion_tokens,
                 latency_s=round(reply.latency_s, 6),
                 model=self.config.model,
-            ).model_dump(),
+            ),
         ]
-        record["wire_messages"] = [*record["wire_messages"], reply.raw_message]
-        wants_tools = bool(reply.tool_calls or reply.text_call_errors)
-        ai_kwargs = {WIRE_KEY: reply.raw_message}
-        if wants_tools and offered:
-            record["pending_calls"] = [call.model_dump() for call in reply.tool_calls] + [
-                {"id": f"text_call_error_{i}", "name": None, "arguments": raw, "error": error}
-                for i, (raw, error) in enumerate(reply.text_call_errors)
-            ]
-            tool_calls = [
-                {"id": call.id, "name": call.name, "args": _args_dict(call.arguments)}
-                for call in reply.tool_calls
-            ]
-            return {
-                "messages": [
-                    AIMessage(
-                        content=reply.content or "",
-                        tool_calls=tool_calls,
-                        additional_kwargs=ai_kwargs,
-                    )
-                ]
-            }
-        if wants_tools:
-            record["format_errors"] = [
-                *record["format_errors"],
+        message = message_from_reply(reply, model=self.config.model, message_id=message_id)
+        wants_tools = bool(message.tool_calls or message.invalid_tool_calls)
+        # A call of nothing offered: no tool at all, or only the consult tool once its budget
+        # is spent (the app's tools may still be offered).
+        spent = offered and not self._consult_offered(record)
+        stray = not offered or (
+            spent
+            and not message.invalid_tool_calls
+            and all(c["name"] == CONSULT_TOOL_NAME for c in message.tool_calls)
+        )
+        if wants_tools and stray:
+            record.format_errors = [
+                *record.format_errors,
                 FormatError(
                     kind="call_without_tools",
                     turn_index=index,
-                    detail="the model called a tool on a turn where no tool was offered",
+                    detail="the model called a tool on a turn where no tool was offered"
+                    if not offered
+                    else "the model consulted again after its consultations were used up",
                     raw=reply.content,
-                ).model_dump(),
+                ),
             ]
-            turns_left = self.config.max_model_turns - len(record["turns"])
-            if not record["budget_notice_sent"] and turns_left > 0:
-                # Told once that the budget is spent, then the next turn must answer.
-                record["budget_notice_sent"] = True
-                call_ids = [c.id for c in reply.tool_calls] or ["budget_notice"]
-                return {
-                    "messages": [
-                        AIMessage(content=reply.content or "", additional_kwargs=ai_kwargs),
-                        *[ToolMessage(content=BUDGET_NOTICE, tool_call_id=cid) for cid in call_ids],
-                    ]
-                }
+            turns_left = self.config.max_model_turns - len(record.turns)
+            if record.budget_notice_sent or turns_left <= 0:
+                wants_tools = False  # told once already, or no turn left: this is the answer
+        if wants_tools:
+            self._wire_append(record, message)
+            return {"messages": [message]}
         answer = strip_tool_markup(reply.content)
-        record["answer"] = answer
-        record["done"] = True
-        return {"messages": [AIMessage(content=answer, additional_kwargs=ai_kwargs)]}
+        record.answer = answer
+        record.answer_emitted = True
+        record.done = True
+        final = AIMessage(
+            content=answer,
+            response_metadata=message.response_metadata,
+            usage_metadata=message.usage_metadata,
+            id=message_id,
+        )
+        self._wire_append(record, final)
+        return {"messages": [final]}
+
+    @staticmethod
+    def _wire_append(record: RunRecord, message: AIMessage) -> None:
+        wire = to_wire(message)
+        assert wire is not None
+        record.wire_messages = [*record.wire_messages, wire]
 
     def _model_failed(self, record: RunRecord, exc: ModelCallError) -> dict[str, Any]:
-        record["outcome"] = Outcome(
-            status="error", error_type=type(exc).__name__, message=str(exc)
-        ).model_dump()
-        record["done"] = True
+        record.outcome = Outcome(status="error", error_type=type(exc).__name__, message=str(exc))
+        record.done = True
         return {}
 
-    def _token_callback(self, config: RunnableConfig | None, turn: int) -> TokenCallback | None:
+    def _call_kwargs(
+        self, config: RunnableConfig, turn: int, request: dict[str, Any]
+    ) -> tuple[RunnableConfig, dict[str, Any], list[ModelReply]]:
+        """The chat model call's config and keywords: the prepared request, where the reply
+        goes, and, for the ``custom`` token stream, a token callback and ``stream=True``."""
+        replies: list[ModelReply] = []
+        kwargs: dict[str, Any] = {REQUEST_KEY: request, REPLY_KEY: replies}
         if not (config or {}).get("configurable", {}).get(STREAM_TOKENS_KEY):
-            return None
+            return config, kwargs, replies
         writer = get_stream_writer()
-        return lambda text: writer({"type": "token", "turn": turn, "text": text})
+        handler = _CustomTokens(lambda text: writer({"type": "token", "turn": turn, "text": text}))
+        callbacks = config.get("callbacks")
+        if callbacks is None:
+            merged: Any = [handler]
+        elif isinstance(callbacks, list):
+            merged = [*callbacks, handler]
+        else:
+            merged = callbacks.copy()
+            merged.add_handler(handler, inherit=False)
+        return {**config, "callbacks": merged}, {**kwargs, "stream": True}, replies
 
-    def _crashed(self, state: AgentState, record: RunRecord, exc: Exception) -> Trace:
+    def _crashed(self, state: _GraphState, record: RunRecord, exc: Exception) -> Trace:
         """The error trace of a run that an unexpected exception (a bug, or a client library
         failing outside its own error types) ends: the exception itself propagates with its
         traceback, but the run that started still leaves its trace."""
-        record["outcome"] = Outcome(
-            status="error", error_type=type(exc).__name__, message=str(exc)
-        ).model_dump()
+        record.outcome = Outcome(status="error", error_type=type(exc).__name__, message=str(exc))
         return self._trace(state, record)
 
-    def model(self, state: AgentState, config: RunnableConfig) -> dict[str, Any]:
-        started = time.perf_counter()
+    def model(self, state: _GraphState, config: RunnableConfig) -> dict[str, Any]:
         record = _record(state)
+        if record.done:  # consult ended the run (fail-closed) while app tools ran beside it
+            return {}
+        started = time.perf_counter()
         try:
-            kwargs, offered = self._prepare(state, record)
-            reply = self.client.complete(kwargs, self._token_callback(config, len(record["turns"])))
-            update = self._after_reply(record, reply, offered)
+            messages, request, offered = self._prepare(state, record)
+            call_config, kwargs, replies = self._call_kwargs(config, len(record.turns), request)
+            returned = self.chat.invoke(messages, call_config, **kwargs)
+            update = self._after_reply(record, replies[-1], offered, returned.id)
         except ModelCallError as exc:
             update = self._model_failed(record, exc)
         except Exception as exc:
             self.resources.record(self._crashed(state, record, exc))
             raise
         _timed(record, "model", started)
-        return {**update, "sca": record}
+        return {**update, "sca_run": record}
 
-    async def amodel(self, state: AgentState, config: RunnableConfig) -> dict[str, Any]:
-        started = time.perf_counter()
+    async def amodel(self, state: _GraphState, config: RunnableConfig) -> dict[str, Any]:
         record = _record(state)
+        if record.done:
+            return {}
+        started = time.perf_counter()
         try:
-            kwargs, offered = self._prepare(state, record)
-            reply = await self.client.acomplete(
-                kwargs, self._token_callback(config, len(record["turns"]))
-            )
-            update = self._after_reply(record, reply, offered)
+            messages, request, offered = self._prepare(state, record)
+            call_config, kwargs, replies = self._call_kwargs(config, len(record.turns), request)
+            returned = await self.chat.ainvoke(messages, call_config, **kwargs)
+            update = self._after_reply(record, replies[-1], offered, returned.id)
         except ModelCallError as exc:
             update = self._model_failed(record, exc)
         except Exception as exc:
             await self.resources.arecord(self._crashed(state, record, exc))
             raise
         _timed(record, "model", started)
-        return {**update, "sca": record}
+        return {**update, "sca_run": record}
 
     # -- consult ----------------------------------------------------------------------------
     def _plan_consult(
-        self, record: RunRecord
-    ) -> list[tuple[dict[str, Any], str | None, str | None]]:
-        """(call, query, category) per pending call; query None means 'answer with a correction'."""
-        plan: list[tuple[dict[str, Any], str | None, str | None]] = []
-        turn = len(record["turns"]) - 1
-        used = sum(1 for c in record["consultations"] if c["source"] == "tool_call")
-        errors = list(record["format_errors"])
-        for call in record["pending_calls"]:
-            if call.get("error"):
-                errors.append(
-                    FormatError(
-                        kind="malformed_json",
-                        turn_index=turn,
-                        detail=call["error"],
-                        raw=call["arguments"],
-                    ).model_dump()
-                )
-                call["reply"] = CORRECTION_TEMPLATE.format(error=call["error"])
-            elif call["name"] != CONSULT_TOOL_NAME:
-                errors.append(
-                    FormatError(
-                        kind="unknown_tool",
-                        turn_index=turn,
-                        detail=f"unknown tool {call['name']!r}",
-                        raw=call["arguments"],
-                    ).model_dump()
-                )
-                call["reply"] = UNKNOWN_TOOL_TEMPLATE.format(name=call["name"])
+        self, state: _GraphState, record: RunRecord
+    ) -> list[tuple[str, str | None, str | None, str | None]]:
+        """(call id, tool name, query, reply) per call the consult node answers: a query to
+        retrieve for, or the reply (a correction or a notice) to give instead."""
+        last = _last_ai(state.get("messages") or [])
+        if last is None:
+            return []
+        turn = len(record.turns) - 1
+        offered = bool(record.turns and record.turns[-1].tools_offered)
+        consult_offered = offered and self.config.mode == "adaptive"
+        used = record.consultations_used()
+        errors = list(record.format_errors)
+        plan: list[tuple[str, str | None, str | None, str | None]] = []
+
+        def error(kind: Any, detail: str, raw: str | None) -> None:
+            errors.append(FormatError(kind=kind, turn_index=turn, detail=detail, raw=raw))
+
+        for bad in last.invalid_tool_calls:
+            if offered:
+                error("malformed_json", bad["error"] or "unusable tool call", bad["args"])
+                reply = CORRECTION_TEMPLATE.format(error=bad["error"] or "unusable tool call")
             else:
-                arguments = read_consult_arguments(call["arguments"])
+                reply = BUDGET_NOTICE
+            plan.append((bad["id"] or "", bad["name"], None, reply))
+        for call in last.tool_calls:
+            name, call_id = call["name"], call["id"] or ""
+            if name in self.app_tools and offered:
+                continue  # the tool node runs it
+            if not offered:
+                record.budget_notice_sent = True
+                plan.append((call_id, name, None, BUDGET_NOTICE))
+            elif name != CONSULT_TOOL_NAME or not consult_offered:
+                if name == CONSULT_TOOL_NAME and self.config.mode == "adaptive":
+                    record.budget_notice_sent = True
+                    plan.append((call_id, name, None, BUDGET_NOTICE))
+                    continue
+                error("unknown_tool", f"unknown tool {name!r}", _dumps(call["args"]))
+                plan.append((call_id, name, None, self._unknown_tool(name)))
+            else:
+                raw = _dumps(call["args"])
+                arguments = read_consult_arguments(raw)
                 if arguments.query is None:
                     assert arguments.error_kind is not None
-                    errors.append(
-                        FormatError(
-                            kind=arguments.error_kind,
-                            turn_index=turn,
-                            detail=arguments.error or "",
-                            raw=call["arguments"],
-                        ).model_dump()
+                    error(arguments.error_kind, arguments.error or "", raw)
+                    plan.append(
+                        (call_id, name, None, CORRECTION_TEMPLATE.format(error=arguments.error))
                     )
-                    call["reply"] = CORRECTION_TEMPLATE.format(error=arguments.error)
                 elif used >= self.config.max_consultations:
-                    record["budget_notice_sent"] = True
-                    call["reply"] = BUDGET_NOTICE
+                    record.budget_notice_sent = True
+                    plan.append((call_id, name, None, BUDGET_NOTICE))
                 else:
                     used += 1
-                    plan.append(
-                        (call, arguments.query, self.resources.known_category(arguments.category))
-                    )
+                    category = self.resources.known_category(arguments.category)
+                    plan.append((call_id, name, arguments.query, category))
                     continue
-            plan.append((call, None, None))
-        record["format_errors"] = errors
+        record.format_errors = errors
         return plan
+
+    def _unknown_tool(self, name: str) -> str:
+        offered = ([CONSULT_TOOL_NAME] if self.config.mode == "adaptive" else []) + list(
+            self.app_tools
+        )
+        return UNKNOWN_TOOL_TEMPLATE.format(name=name, tools=", ".join(offered) or "none")
 
     def _apply_consult(
         self,
         record: RunRecord,
-        plan: list[tuple[dict[str, Any], str | None, str | None]],
+        plan: list[tuple[str, str | None, str | None, str | None]],
         outcomes: list[list[Any] | BaseException | None],
         latencies: list[float],
     ) -> dict[str, Any]:
-        turn = len(record["turns"]) - 1
+        turn = len(record.turns) - 1
         messages: list[AnyMessage] = []
-        consultations = list(record["consultations"])
-        for (call, query, category), result, latency in zip(plan, outcomes, latencies, strict=True):
+        consultations = list(record.consultations)
+        failed = False
+        for (call_id, name, query, extra), result, latency in zip(
+            plan, outcomes, latencies, strict=True
+        ):
+            tool_name = name or "unknown"
             if query is None:
-                messages.append(ToolMessage(content=call["reply"], tool_call_id=call["id"]))
-                continue
-            if isinstance(result, BaseException):
-                consultations.append(
-                    Consultation(
-                        source="tool_call",
-                        query=query,
-                        categories=[category] if category else None,
-                        turn_index=turn,
-                        tool_call_id=call["id"],
-                        latency_s=latency,
-                        error=f"{type(result).__name__}: {result}",
-                    ).model_dump()
+                messages.append(
+                    ToolMessage(
+                        content=extra or "", tool_call_id=call_id, name=tool_name, status="error"
+                    )
                 )
-                record["consultations"] = consultations
-                record["pending_calls"] = []
-                update = self._retrieval_failed(record)
-                if record["done"]:
-                    return update
-                messages.append(ToolMessage(content=RULES_UNAVAILABLE, tool_call_id=call["id"]))
+                continue
+            consultation = Consultation(
+                source="tool_call",
+                query=query,
+                categories=[extra] if extra else None,
+                turn_index=turn,
+                tool_call_id=call_id,
+                latency_s=latency,
+            )
+            if isinstance(result, BaseException):
+                consultation.error = f"{type(result).__name__}: {result}"
+                consultations.append(consultation)
+                failed = True
+                messages.append(
+                    ToolMessage(
+                        content=RULES_UNAVAILABLE,
+                        tool_call_id=call_id,
+                        name=tool_name,
+                        status="error",
+                    )
+                )
                 continue
             assert result is not None
-            consultations.append(
-                Consultation(
-                    source="tool_call",
-                    query=query,
-                    categories=[category] if category else None,
-                    rules=[
-                        RetrievedRuleRef(id=r.rule.id, category=r.rule.category, score=r.score)
-                        for r in result
-                    ],
-                    turn_index=turn,
-                    tool_call_id=call["id"],
-                    latency_s=latency,
-                ).model_dump()
+            consultation.rules = _refs(result)
+            consultations.append(consultation)
+            messages.append(
+                ToolMessage(
+                    content=format_rules(result),
+                    tool_call_id=call_id,
+                    name=tool_name,
+                    artifact={"rules": [r.model_dump() for r in consultation.rules]},
+                )
             )
-            messages.append(ToolMessage(content=format_rules(result), tool_call_id=call["id"]))
-        record["consultations"] = consultations
-        record["pending_calls"] = []
+        record.consultations = consultations
+        if failed:
+            self._retrieval_failed(record)
         return {"messages": messages}
 
-    def consult(self, state: AgentState) -> dict[str, Any]:
+    def consult(self, state: _GraphState) -> dict[str, Any]:
         started = time.perf_counter()
         record = _record(state)
-        plan = self._plan_consult(record)
+        plan = self._plan_consult(state, record)
         outcomes: list[list[Any] | BaseException | None] = []
         latencies: list[float] = []
-        for _call, query, category in plan:
+        for _id, _name, query, category in plan:
             t0 = time.perf_counter()
             outcomes.append(None if query is None else self._retrieve_or_exception(query, category))
             latencies.append(round(time.perf_counter() - t0, 6))
         update = self._apply_consult(record, plan, outcomes, latencies)
         _timed(record, "consult", started)
-        return {**update, "sca": record}
+        return {**update, "sca_run": record}
 
-    async def aconsult(self, state: AgentState) -> dict[str, Any]:
+    async def aconsult(self, state: _GraphState) -> dict[str, Any]:
         started = time.perf_counter()
         record = _record(state)
-        plan = self._plan_consult(record)
+        plan = self._plan_consult(state, record)
         outcomes: list[list[Any] | BaseException | None] = []
         latencies: list[float] = []
-        for _call, query, category in plan:
+        for _id, _name, query, category in plan:
             t0 = time.perf_counter()
             outcomes.append(
                 None
@@ -541,90 +598,169 @@ class _Nodes:
             latencies.append(round(time.perf_counter() - t0, 6))
         update = self._apply_consult(record, plan, outcomes, latencies)
         _timed(record, "consult", started)
-        return {**update, "sca": record}
+        return {**update, "sca_run": record}
+
+    # -- routing ----------------------------------------------------------------------------
+    def route_after_model(self, state: _GraphState) -> list[str | Send] | str:
+        record = state["sca_run"]
+        if record.done:
+            return "finish"
+        last = _last_ai(state.get("messages") or [])
+        assert last is not None, "a model turn that is not the answer leaves an AIMessage"
+        offered = bool(record.turns and record.turns[-1].tools_offered)
+        app_calls = [c for c in last.tool_calls if offered and c["name"] in self.app_tools]
+        routes: list[str | Send] = [
+            Send(
+                "tools",
+                {"__type": "tool_call_with_context", "tool_call": call, "state": state},
+            )
+            for call in app_calls
+        ]
+        if len(app_calls) < len(last.tool_calls) or last.invalid_tool_calls:
+            routes.append("consult")
+        return routes or "model"
 
     # -- finish -----------------------------------------------------------------------------
-    def _trace(self, state: AgentState, record: RunRecord) -> Trace:
+    def _trace(self, state: _GraphState, record: RunRecord) -> Trace:
         run = state.get("run") or {}
-        latencies = dict(record.get("node_latencies") or {})
         return Trace(
-            trace_id=record["trace_id"],
+            trace_id=record.trace_id,
             group_id=run.get("group_id"),
             sample_index=run.get("sample_index"),
-            started_at=datetime.fromisoformat(record["started_at"]),
+            thread_id=record.thread_id,
+            started_at=record.started_at,
             finished_at=datetime.now(UTC),
             model=self.config.model,
             base_url=self.client.base_url,  # the Trace validator drops user-info
             sampling=self.config.sampling.model_dump(),
             pack=self.resources.pack_ref_or_none(),
             mode=self.config.mode,
-            messages=record.get("wire_messages")
-            or [{"role": "user", "content": record.get("user_prompt", "")}],
-            turns=[ModelTurn.model_validate(t) for t in record["turns"]],
-            consultations=[Consultation.model_validate(c) for c in record["consultations"]],
-            format_errors=[FormatError.model_validate(f) for f in record["format_errors"]],
-            node_latencies=latencies,
-            answer=record.get("answer"),
-            outcome=Outcome.model_validate(record["outcome"]),
+            messages=record.wire_messages or [{"role": "user", "content": record.user_prompt}],
+            turns=record.turns,
+            consultations=record.consultations,
+            format_errors=record.format_errors,
+            tool_runs=record.tool_runs,
+            node_latencies=dict(record.node_latencies),
+            answer=record.answer,
+            outcome=record.outcome,
             metadata=dict(run.get("metadata") or {}),
         )
 
     def _publish(self, record: RunRecord, trace: Trace) -> dict[str, Any]:
         if trace.outcome.status == "error":
             raise AgentRunError(trace.outcome.message or "the run failed", trace_id=trace.trace_id)
-        return {
-            "sca": record,
+        summary: RunSummary = {
+            "trace_id": trace.trace_id,
+            "status": trace.outcome.status,
+            "consulted": trace.consulted,
+            "rule_ids": trace.rule_ids,
+            "tools_called": [run.name for run in trace.tool_runs],
+            "answer": trace.answer,
+        }
+        update: dict[str, Any] = {
+            "sca_run": record,
             "answer": trace.answer,
             "consulted": trace.consulted,
             "rule_ids": trace.rule_ids,
             "trace_id": trace.trace_id,
+            "safe_context": summary,
         }
+        if record.answer is not None and not record.answer_emitted:
+            update["messages"] = [AIMessage(content=record.answer)]  # the fail-closed notice
+        return update
 
-    def finish(self, state: AgentState) -> dict[str, Any]:
+    def _finish_record(self, state: _GraphState) -> tuple[RunRecord, Trace]:
         record = _record(state)
-        trace = self._trace(state, record)
+        self._note_tool_runs(record, state.get("messages") or [])
+        if record.answer is not None and not record.answer_emitted:
+            self._wire_append(record, AIMessage(content=record.answer))
+        return record, self._trace(state, record)
+
+    def finish(self, state: _GraphState) -> dict[str, Any]:
+        record, trace = self._finish_record(state)
         self.resources.record(trace)
         return self._publish(record, trace)
 
-    async def afinish(self, state: AgentState) -> dict[str, Any]:
-        record = _record(state)
-        trace = self._trace(state, record)
+    async def afinish(self, state: _GraphState) -> dict[str, Any]:
+        record, trace = self._finish_record(state)
         await self.resources.arecord(trace)
         return self._publish(record, trace)
 
 
-def _reraise(result: list[Any] | BaseException) -> list[Any]:
-    if isinstance(result, BaseException):
-        raise result
+def _refs(results: Sequence[Any]) -> list[RetrievedRuleRef]:
+    return [
+        RetrievedRuleRef(id=r.rule.id, category=r.rule.category, score=r.score) for r in results
+    ]
+
+
+def _stamp_latency(record: RunRecord, started: float) -> None:
+    if record.consultations:
+        last = record.consultations[-1].model_copy(
+            update={"latency_s": round(time.perf_counter() - started, 6)}
+        )
+        record.consultations = [*record.consultations[:-1], last]
+
+
+def _dumps(args: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(args, ensure_ascii=False)
+
+
+def _tool_error(exc: Exception) -> str:
+    """What the model reads when an app tool raises: one line, and what it can do next."""
+    return f"Error: {type(exc).__name__}: {exc}. Fix the arguments, or answer without this tool."
+
+
+def _timed_call(request: ToolCallRequest, execute: Callable[[ToolCallRequest], Any]) -> Any:
+    started = time.perf_counter()
+    result = execute(request)
+    _note_latency(result, started)
     return result
 
 
-def _args_dict(arguments: str) -> dict[str, Any]:
-    try:
-        parsed = json.loads(arguments)
-    except json.JSONDecodeError:
-        return {"raw": arguments}
-    return parsed if isinstance(parsed, dict) else {"value": parsed}
+async def _atimed_call(request: ToolCallRequest, execute: Callable[[ToolCallRequest], Any]) -> Any:
+    started = time.perf_counter()
+    result = await execute(request)
+    _note_latency(result, started)
+    return result
 
 
-def _route_after_start(state: AgentState) -> Literal["model", "finish"]:
-    return "finish" if state["sca"]["done"] else "model"
+def _note_latency(result: Any, started: float) -> None:
+    if isinstance(result, ToolMessage):
+        result.response_metadata[_LATENCY_KEY] = round(time.perf_counter() - started, 6)
+        result.status = result.status or "success"
 
 
-def _route_after_model(state: AgentState) -> Literal["consult", "model", "finish"]:
-    record = state["sca"]
-    if record["done"]:
-        return "finish"
-    return "consult" if record["pending_calls"] else "model"
+def _app_tools(tools: Sequence[Any] | None) -> list[BaseTool]:
+    from langchain_core.tools import tool as as_tool
 
-
-def _route_after_consult(state: AgentState) -> Literal["model", "finish"]:
-    return "finish" if state["sca"]["done"] else "model"
+    checked: list[BaseTool] = []
+    for item in tools or []:
+        if isinstance(item, BaseTool):
+            checked.append(item)
+        elif callable(item):
+            checked.append(as_tool(item))
+        else:
+            raise ConfigError(
+                f"build_graph(tools=...): {item!r} is not a LangChain tool; pass BaseTool "
+                "instances (@tool functions, StructuredTool) or plain functions"
+            )
+    names = [tool.name for tool in checked]
+    if CONSULT_TOOL_NAME in names:
+        raise ConfigError(
+            f"build_graph(tools=...): {CONSULT_TOOL_NAME!r} is the agent's own tool; leave it out "
+            "of tools (the mode decides when the model sees it)"
+        )
+    if len(set(names)) != len(names):
+        raise ConfigError(f"build_graph(tools=...): tool names must be unique, got {names}")
+    return checked
 
 
 def build_graph(
     config: AgentConfig,
     *,
+    tools: Sequence[BaseTool | Callable[..., Any]] | None = None,
     client: ModelClient | None = None,
     resources: AgentResources | None = None,
     checkpointer: Any = None,
@@ -632,22 +768,43 @@ def build_graph(
 ) -> CompiledStateGraph:
     """Compile the agent graph; use it directly, as a node, or as a subgraph of your own graph.
 
+    ``tools`` are the app's own LangChain tools: the model sees them in every mode (and
+    ``consult_safety_rules`` beside them in ``adaptive`` mode); they run in LangGraph's
+    ``ToolNode``, and a tool that raises becomes a ``ToolMessage`` with ``status="error"``.
     ``client`` defaults to a :class:`~safe_context_agent.client.ChatClient` on ``config.base_url``
     (or the server ``sca serve`` started); ``resources`` holds the rule index and the trace sink.
     The graph runs with ``invoke`` and ``ainvoke`` alike.
     """
+    app_tools = _app_tools(tools)
     resources = resources or AgentResources(config)
     if client is None:
         client = ChatClient(config, resources.base_url())
-    nodes = _Nodes(config, client, resources)
-    graph = StateGraph(AgentState)
+    nodes = _Nodes(config, client, resources, app_tools)
+    graph = StateGraph(_GraphState, input_schema=AgentInput, output_schema=AgentState)
     graph.add_node("start", RunnableLambda(nodes.start, afunc=nodes.astart, name="start"))
     graph.add_node("model", RunnableLambda(nodes.model, afunc=nodes.amodel, name="model"))
     graph.add_node("consult", RunnableLambda(nodes.consult, afunc=nodes.aconsult, name="consult"))
     graph.add_node("finish", RunnableLambda(nodes.finish, afunc=nodes.afinish, name="finish"))
+    destinations = ["consult", "model", "finish"]
+    if app_tools:
+        graph.add_node(
+            "tools",
+            ToolNode(
+                app_tools,
+                handle_tool_errors=_tool_error,
+                wrap_tool_call=_timed_call,
+                awrap_tool_call=_atimed_call,
+            ),
+        )
+        graph.add_edge("tools", "model")
+        destinations.append("tools")
     graph.add_edge(START, "start")
-    graph.add_conditional_edges("start", _route_after_start, ["model", "finish"])
-    graph.add_conditional_edges("model", _route_after_model, ["consult", "model", "finish"])
-    graph.add_conditional_edges("consult", _route_after_consult, ["model", "finish"])
+    graph.add_conditional_edges(
+        "start", lambda s: "finish" if s["sca_run"].done else "model", ["model", "finish"]
+    )
+    graph.add_conditional_edges("model", nodes.route_after_model, destinations)
+    # Always back to `model`, which ends the run when `consult` did: with app tools running in
+    # the same step, two routes to `finish` would write the trace twice.
+    graph.add_edge("consult", "model")
     graph.add_edge("finish", END)
     return graph.compile(checkpointer=checkpointer, name=name)

@@ -161,6 +161,6 @@ CORRECTION_TEMPLATE = (
     '<tool_call>{{"name": "consult_safety_rules", "arguments": {{"query": "..."}}}}</tool_call>, '
     "or answer the user directly."
 )
-UNKNOWN_TOOL_TEMPLATE = "There is no tool named {name!r}; the only tool is consult_safety_rules."
+UNKNOWN_TOOL_TEMPLATE = "There is no tool named {name!r}; the tools are: {tools}."
 BUDGET_NOTICE = "You have used all rule consultations for this request. Answer the user now, without calling tools."
 RULES_UNAVAILABLE = "The rules could not be retrieved. Answer carefully using your own judgement."

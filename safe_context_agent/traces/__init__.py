@@ -19,6 +19,7 @@ from safe_context_agent.traces._schema import (
     PackRef,
     RetrievedRuleRef,
     ToolCallRecord,
+    ToolRun,
     Trace,
     new_trace_id,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "SkippedRecord",
     "SqliteTraceSink",
     "ToolCallRecord",
+    "ToolRun",
     "Trace",
     "TraceReadReport",
     "TraceReadResult",

@@ -85,6 +85,7 @@ _JSON_COLUMNS = (
     "turns",
     "consultations",
     "format_errors",
+    "tool_runs",
     "outcome",
     "metadata",
     "sampling",

@@ -28,6 +28,7 @@ __all__ = [
     "PackRef",
     "RetrievedRuleRef",
     "ToolCallRecord",
+    "ToolRun",
     "Trace",
     "new_trace_id",
 ]
@@ -66,6 +67,27 @@ class ToolCallRecord(_Record):
     arguments: str
     """The raw JSON argument string, exactly as produced."""
     parsed_by: Literal["server", "fallback"] = "server"
+
+
+class ToolRun(_Record):
+    """One call of an app's own tool (not the consult tool), as the agent's tool node ran it.
+
+    Its result reached the model as a tool message: replay masks it like a consultation's."""
+
+    name: str
+    tool_call_id: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    result: str = ""
+    """The tool message's text, cut to 2,000 characters (the trace is not the app's data store)."""
+    status: Literal["success", "error"] = "success"
+    error: str | None = None
+    turn_index: int | None = None
+    latency_s: float = 0.0
+
+    @field_validator("error")
+    @classmethod
+    def _no_secrets(cls, value: str | None) -> str | None:
+        return redact(value) if value is not None else None
 
 
 class ModelTurn(_Record):
@@ -163,6 +185,8 @@ class Trace(_Record):
     turns: list[ModelTurn] = Field(default_factory=list)
     consultations: list[Consultation] = Field(default_factory=list)
     format_errors: list[FormatError] = Field(default_factory=list)
+    tool_runs: list[ToolRun] = Field(default_factory=list)
+    """Calls of the app's own tools (``build_graph(config, tools=[...])``, the middleware)."""
     node_latencies: dict[str, list[float]] = Field(default_factory=dict)
     answer: str | None = None
     outcome: Outcome = Field(default_factory=Outcome)
@@ -200,8 +224,9 @@ class Trace(_Record):
 
     @property
     def prompt(self) -> str | None:
-        """The (first) user message of the run."""
-        for message in self.messages:
+        """The user message this run answered: the last one sent (a run adds no user messages,
+        so in a thread's follow-up run this is the follow-up, not the thread's first question)."""
+        for message in reversed(self.messages):
             if message.get("role") == "user":
                 content = message.get("content")
                 return content if isinstance(content, str) else None

@@ -63,6 +63,18 @@ class ScriptedClient:
     async def acomplete(self, kwargs, on_token=None):
         return self.complete(kwargs, on_token)
 
+    def stream(self, kwargs):
+        """Word by word, then the reply, as ``ChatClient.stream`` yields them."""
+        result = self._next(kwargs)
+        if result.content:
+            words = result.content.split(" ")
+            yield from (w if i == 0 else " " + w for i, w in enumerate(words))
+        yield result
+
+    async def astream(self, kwargs):
+        for item in self.stream(kwargs):
+            yield item
+
 
 @dataclass(frozen=True)
 class FakeRule:
@@ -144,12 +156,15 @@ def make_agent():
     """``make_agent([replies...], fail_retrieval=False, **config) -> Harness``."""
     from safe_context_agent import AgentConfig, SafeContextAgent
 
-    def build(replies, *, fail_retrieval: bool = False, checkpointer=None, **config) -> Harness:
+    def build(
+        replies, *, fail_retrieval: bool = False, checkpointer=None, tools=None, **config
+    ) -> Harness:
         client = ScriptedClient(list(replies))
         retriever = KeywordRetriever(fail=fail_retrieval)
         sink = MemorySink()
         agent = SafeContextAgent(
             AgentConfig(base_url="http://scripted/v1", **config),
+            tools=tools,
             sink=sink,
             client=client,
             retriever=retriever,

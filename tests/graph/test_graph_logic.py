@@ -55,8 +55,12 @@ def test_text_tool_call_is_parsed_by_the_fallback(make_agent, reply) -> None:
     result = h.agent.invoke("How do I kill a process?")
     assert result.consulted and result.answer == "Use kill PID."
     assert h.trace.turns[0].tool_calls[0].parsed_by == "fallback"
-    # The unparsed call is sent back verbatim, so the next prompt extends the last one exactly.
-    assert h.client.requests[1]["messages"][-2] == {"role": "assistant", "content": text}
+    # The call the server did not parse goes back as a tool call with an id the tool message
+    # answers; the template renders it as the text the model wrote.
+    assistant, tool = h.client.requests[1]["messages"][-2:]
+    (call,) = assistant["tool_calls"]
+    assert assistant["content"] == "" and call["function"]["name"] == CALL
+    assert call["id"] == tool["tool_call_id"] == h.trace.turns[0].tool_calls[0].id
 
 
 def test_malformed_call_gets_one_correction_and_counts_as_format_error(make_agent, reply) -> None:
@@ -216,7 +220,7 @@ def test_stream_yields_node_updates_and_tokens(make_agent, reply) -> None:
     events = list(h.agent.stream("hi"))
     nodes = [next(iter(payload)) for kind, payload in events if kind == "updates"]
     tokens = [payload["text"] for kind, payload in events if kind == "custom"]
-    assert nodes == ["start", "model", "finish"] and tokens == ["hello", "there", "world"]
+    assert nodes == ["start", "model", "finish"] and tokens == ["hello", " there", " world"]
 
 
 def test_thread_continuity_with_a_checkpointer(make_agent, reply) -> None:
