@@ -15,20 +15,34 @@ from safe_context_agent._agent import AgentResult, SafeContextAgent
 from safe_context_agent._collect import CollectReport, PromptRecord, collect_traces, load_prompts
 from safe_context_agent.config import AgentConfig, SamplingParams
 from safe_context_agent.errors import SafeContextError
-from safe_context_agent.graph import AgentState, build_graph
+from safe_context_agent.graph import AgentState, RunSummary, build_graph
+from safe_context_agent.integrations import ChatVLLM, make_consult_tool
 
 __all__ = [
     "AgentConfig",
     "AgentResult",
     "AgentState",
+    "ChatVLLM",
     "CollectReport",
     "PromptRecord",
+    "RunSummary",
     "SafeContextAgent",
     "SafeContextError",
+    "SafeContextMiddleware",
     "SamplingParams",
     "build_graph",
     "collect_traces",
     "load_prompts",
+    "make_consult_tool",
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # The middleware imports langchain (an optional extra): loaded on first use.
+    if name == "SafeContextMiddleware":
+        from safe_context_agent import integrations
+
+        return integrations.SafeContextMiddleware
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -326,8 +326,9 @@ class ChatClient:
         extra: dict[str, Any] = {}
         if self.config.return_token_ids:
             extra["return_token_ids"] = True
-        if self.config.chat_template_kwargs:
-            extra["chat_template_kwargs"] = dict(self.config.chat_template_kwargs)
+        template_kwargs = self.config.template_kwargs()
+        if template_kwargs:
+            extra["chat_template_kwargs"] = template_kwargs
         kwargs: dict[str, Any] = {
             "model": self.config.model,
             "messages": list(messages),

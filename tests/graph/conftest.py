@@ -183,3 +183,20 @@ def reply_fixture():
 @pytest.fixture
 def model_call_error():
     return ModelCallError
+
+
+@pytest.fixture
+def keyword_retriever():
+    """``keyword_retriever(fail=False)`` -> a :class:`KeywordRetriever`."""
+    return KeywordRetriever
+
+
+@pytest.fixture
+def memory_sink():
+    return MemorySink()
+
+
+@pytest.fixture
+def scripted_client():
+    """``scripted_client([replies...])`` -> a :class:`ScriptedClient`."""
+    return lambda replies: ScriptedClient(list(replies))
