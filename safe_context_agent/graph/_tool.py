@@ -162,5 +162,13 @@ CORRECTION_TEMPLATE = (
     "or answer the user directly."
 )
 UNKNOWN_TOOL_TEMPLATE = "There is no tool named {name!r}; the tools are: {tools}."
+CONSULT_GUIDANCE = (
+    "For requests about weapons, drugs, hacking, violence, self-harm, crime, or anything that "
+    "could hurt someone, first call consult_safety_rules. Answer everyday requests directly. The "
+    "rules say what is fine to help with as well as what is not: when they allow the request, "
+    "help fully; when they do not, refuse in one or two sentences."
+)
+"""What ``SafeContextMiddleware`` adds to an app's own system message in ``adaptive`` mode (the
+graph's default system prompt is this guidance after one line of persona)."""
 BUDGET_NOTICE = "You have used all rule consultations for this request. Answer the user now, without calling tools."
 RULES_UNAVAILABLE = "The rules could not be retrieved. Answer carefully using your own judgement."

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from safe_context_agent.client import ModelReply
-from safe_context_agent.client._chat import _finish_reply
+from safe_context_agent.client._chat import _finish_reply, new_call_id
 from safe_context_agent.errors import ModelCallError
 
 
@@ -17,8 +17,8 @@ def reply(
 ) -> ModelReply:
     """A reply as vLLM would return it: server-parsed calls given as (name, arguments-json)."""
     server_calls = [
-        {"id": f"call_{i}", "type": "function", "function": {"name": name, "arguments": args}}
-        for i, (name, args) in enumerate(calls or [])
+        {"id": new_call_id(), "type": "function", "function": {"name": name, "arguments": args}}
+        for name, args in calls or []
     ]
     n = 5 + len(content or "")
     return _finish_reply(

@@ -1,0 +1,496 @@
+"""``SafeContextMiddleware``: adaptive safe-context learning inside ``langchain.agents.create_agent``.
+
+The app keeps its model, its tools and its own middleware; this one contributes the consult tool
+(``tools``), adds the consult guidance (or, in ``always`` mode, the rules) to the system message,
+fails closed like the graph, and writes one :class:`~safe_context_agent.traces.Trace` per agent
+run: every model turn (token ids and logprobs when the model is :class:`ChatVLLM`), every
+consultation and every app tool call.
+
+Where the records come from: model turns are written by the model node itself (``wrap_model_call``
+returns them as a state update, one model call at a time); tool results are read back from their
+``ToolMessage``s in ``before_model``/``after_agent`` (tools run in parallel, so they never write
+the record themselves: their artifact, status and latency travel on the message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Any, NotRequired
+
+from langchain.agents.middleware import AgentMiddleware, AgentState, ModelRequest, ModelResponse
+from langchain.agents.middleware.types import (
+    ExtendedModelResponse,
+    PrivateStateAttr,
+    hook_config,
+)
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage
+from langgraph.config import get_config
+from langgraph.prebuilt.tool_node import ToolCallRequest
+from langgraph.runtime import Runtime
+from langgraph.types import Command
+
+from safe_context_agent._sanitize import repair_surrogates
+from safe_context_agent.client._messages import to_wire
+from safe_context_agent.config import AgentConfig, validate_settings
+from safe_context_agent.graph import CONSULT_TOOL_NAME, AgentResources, RunRecord, RunSummary
+from safe_context_agent.graph._tool import CONSULT_GUIDANCE, format_rules
+from safe_context_agent.integrations._tool import make_consult_tool
+from safe_context_agent.traces import (
+    Consultation,
+    ModelTurn,
+    Outcome,
+    RetrievedRuleRef,
+    ToolCallRecord,
+    ToolRun,
+    Trace,
+    TraceSink,
+    new_trace_id,
+)
+
+__all__ = ["SafeContextMiddleware", "SafeContextState"]
+
+_LATENCY_KEY = "sca_latency_s"
+_RESULT_CHARS = 2_000
+
+
+def _note_latency(result: Any, started: float) -> None:
+    if isinstance(result, ToolMessage):
+        result.response_metadata[_LATENCY_KEY] = round(time.perf_counter() - started, 6)
+
+
+class _MiddlewareRecord(RunRecord):
+    start_index: int = 0
+    """Where this run's messages begin in ``messages`` (its user message)."""
+    model_name: str | None = None
+    base_url: str | None = None
+    chat_model: str | None = None
+
+
+class SafeContextState(AgentState[Any]):
+    """The agent state keys the middleware adds: its private run record and the run's outcome."""
+
+    sca_run: NotRequired[Annotated[_MiddlewareRecord, PrivateStateAttr]]
+    safe_context: NotRequired[RunSummary]
+
+
+def _logprobs(metadata: dict[str, Any]) -> list[float] | None:
+    """vLLM ids and logprobs from ChatVLLM; ChatOpenAI keeps logprobs as OpenAI entries."""
+    values = metadata.get("logprobs")
+    if isinstance(values, list):
+        return [float(v) for v in values]
+    if isinstance(values, dict) and isinstance(values.get("content"), list):
+        return [float(entry["logprob"]) for entry in values["content"]]
+    return None
+
+
+def _arguments(args: Any) -> str:
+    import json
+
+    return args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
+
+
+class SafeContextMiddleware(AgentMiddleware[SafeContextState, Any, Any]):
+    """ASCL for ``create_agent``: the model decides when to consult the rules.
+
+    Arguments are :class:`~safe_context_agent.config.AgentConfig`'s (``pack``, ``mode``, ``k``,
+    ``max_consultations``, ``fail_closed``, ``fail_closed_notice``, ``trace_path``, ...), or a
+    whole ``config``; ``sink`` and ``retriever`` replace the configured ones (tests, shared
+    indexes).
+
+    >>> agent = create_agent(ChatVLLM(base_url=URL), tools=[lookup_order],  # doctest: +SKIP
+    ...                      middleware=[SafeContextMiddleware(pack="general", trace_path=PATH)])
+    """
+
+    state_schema = SafeContextState
+
+    def __init__(
+        self,
+        config: AgentConfig | None = None,
+        *,
+        sink: TraceSink | None = None,
+        retriever: Any = None,
+        **settings: Any,
+    ) -> None:
+        super().__init__()
+        if config is None:
+            config = validate_settings(AgentConfig, settings, source="SafeContextMiddleware")
+        elif settings:
+            config = config.updated(settings)
+        self.config = config
+        self.resources = AgentResources(config, sink=sink, retriever=retriever)
+        self.consult_tool = make_consult_tool(resources=self.resources)
+        # The model sees the consult tool only in `adaptive` mode; `always` puts rules in context.
+        self.tools = [self.consult_tool] if config.mode == "adaptive" else []
+
+    # -- per-run record ---------------------------------------------------------------------
+    def _begin(self, state: SafeContextState) -> _MiddlewareRecord:
+        messages = state.get("messages") or []
+        start = max(
+            (i for i, m in enumerate(messages) if isinstance(m, HumanMessage)),
+            default=len(messages),
+        )
+        prompt = messages[start].text if start < len(messages) else ""
+        thread_id = (get_config().get("configurable") or {}).get("thread_id")
+        return _MiddlewareRecord(
+            trace_id=new_trace_id(),
+            started_at=datetime.now(UTC),
+            thread_id=str(thread_id) if thread_id is not None else None,
+            user_prompt=repair_surrogates(prompt),
+            start_index=start,
+        )
+
+    def _always(self, record: _MiddlewareRecord, results: list[Any] | BaseException) -> None:
+        query = record.user_prompt
+        if isinstance(results, BaseException):
+            error = f"{type(results).__name__}: {results}"
+            record.consultations = [Consultation(source="always", query=query, error=error)]
+            record.outcome = record.outcome.model_copy(update={"retrieval_failed": True})
+            return
+        refs = [
+            RetrievedRuleRef(id=r.rule.id, category=r.rule.category, score=r.score) for r in results
+        ]
+        record.consultations = [Consultation(source="always", query=query, rules=refs)]
+        record.always_rules = format_rules(results)
+
+    def _retrieve(self, query: str) -> list[Any] | BaseException:
+        try:
+            return list(self.resources.retrieve(query))
+        except Exception as exc:  # the fail mode decides
+            return exc
+
+    def _started(self, record: _MiddlewareRecord) -> dict[str, Any]:
+        update: dict[str, Any] = {"sca_run": record}
+        if record.outcome.retrieval_failed and self.config.fail_closed:
+            return {**update, **self._closed(record)}
+        return update
+
+    def _closed(self, record: _MiddlewareRecord) -> dict[str, Any]:
+        record.answer = self.config.fail_closed_notice
+        record.done = True
+        return {
+            "messages": [AIMessage(content=self.config.fail_closed_notice)],
+            "jump_to": "end",
+            "sca_run": record,
+        }
+
+    @hook_config(can_jump_to=["end"])
+    def before_agent(self, state: SafeContextState, runtime: Runtime[Any]) -> dict[str, Any]:
+        record = self._begin(state)
+        if self.config.mode == "always":
+            self._always(record, self._retrieve(record.user_prompt))
+        return self._started(record)
+
+    @hook_config(can_jump_to=["end"])
+    async def abefore_agent(self, state: SafeContextState, runtime: Runtime[Any]) -> dict[str, Any]:
+        record = self._begin(state)
+        if self.config.mode == "always":
+            self._always(record, await asyncio.to_thread(self._retrieve, record.user_prompt))
+        return self._started(record)
+
+    # -- tool results, read back from their messages ----------------------------------------
+    def _note_tools(self, record: _MiddlewareRecord, messages: Sequence[AnyMessage]) -> None:
+        seen = {c.tool_call_id for c in record.consultations} | {
+            r.tool_call_id for r in record.tool_runs
+        }
+        calls: dict[str, tuple[int, dict[str, Any]]] = {}
+        turn = -1
+        consultations, runs = list(record.consultations), list(record.tool_runs)
+        for message in messages[record.start_index :]:
+            if isinstance(message, AIMessage):
+                turn += 1
+                calls.update({c["id"]: (turn, c) for c in message.tool_calls if c["id"]})
+                continue
+            if not isinstance(message, ToolMessage) or message.tool_call_id in seen:
+                continue
+            if message.tool_call_id not in calls:
+                continue
+            index, call = calls[message.tool_call_id]
+            latency = float(message.response_metadata.get(_LATENCY_KEY, 0.0))
+            if call["name"] == CONSULT_TOOL_NAME:
+                consultations.append(self._consultation(message, call, index, latency))
+            else:
+                text = message.text
+                runs.append(
+                    ToolRun(
+                        name=call["name"],
+                        tool_call_id=message.tool_call_id,
+                        arguments=dict(call["args"]),
+                        result=text[:_RESULT_CHARS],
+                        status=message.status,
+                        error=text[:_RESULT_CHARS] if message.status == "error" else None,
+                        turn_index=index,
+                        latency_s=latency,
+                    )
+                )
+        record.consultations, record.tool_runs = consultations, runs
+
+    def _consultation(
+        self, message: ToolMessage, call: dict[str, Any], turn: int, latency: float
+    ) -> Consultation:
+        artifact = message.artifact if isinstance(message.artifact, dict) else {}
+        query = str(artifact.get("query") or call["args"].get("query") or "")
+        category = artifact.get("category")
+        return Consultation(
+            source="tool_call",
+            query=query,
+            categories=[category] if category else None,
+            rules=[RetrievedRuleRef(**rule) for rule in artifact.get("rules", [])],
+            turn_index=turn,
+            tool_call_id=message.tool_call_id,
+            latency_s=latency,
+            error=message.text if message.status == "error" else None,
+        )
+
+    def _before_model(self, state: SafeContextState) -> dict[str, Any] | None:
+        record = state.get("sca_run")
+        if record is None:
+            return None
+        record = record.model_copy()
+        self._note_tools(record, state.get("messages") or [])
+        if any(c.error for c in record.consultations if c.source == "tool_call"):
+            record.outcome = record.outcome.model_copy(update={"retrieval_failed": True})
+            if self.config.fail_closed:
+                return self._closed(record)
+        return {"sca_run": record}
+
+    @hook_config(can_jump_to=["end"])
+    def before_model(self, state: SafeContextState, runtime: Runtime[Any]) -> dict[str, Any] | None:
+        return self._before_model(state)
+
+    @hook_config(can_jump_to=["end"])
+    async def abefore_model(
+        self, state: SafeContextState, runtime: Runtime[Any]
+    ) -> dict[str, Any] | None:
+        return self._before_model(state)
+
+    # -- the model call ---------------------------------------------------------------------
+    def _request(self, request: ModelRequest, record: _MiddlewareRecord) -> ModelRequest:
+        parts = [request.system_message.text] if request.system_message is not None else []
+        tools = list(request.tools)
+        if self.config.mode == "adaptive":
+            parts.append(CONSULT_GUIDANCE)
+            used = sum(1 for c in record.consultations if c.source == "tool_call")
+            if used >= self.config.max_consultations:
+                tools = [t for t in tools if getattr(t, "name", None) != CONSULT_TOOL_NAME]
+        elif record.always_rules:
+            parts.append(f"Safety rules for this request:\n{record.always_rules}")
+        return request.override(
+            system_message=SystemMessage(content="\n\n".join(parts)), tools=tools
+        )
+
+    def _turn(
+        self,
+        request: ModelRequest,
+        record: _MiddlewareRecord,
+        response: ModelResponse,
+        latency: float,
+    ) -> _MiddlewareRecord:
+        message = next((m for m in response.result if isinstance(m, AIMessage)), None)
+        record = record.model_copy()
+        model = request.model
+        if record.chat_model is None:
+            record.chat_model = type(model).__name__
+            inner = getattr(model, "client", None)
+            record.base_url = getattr(inner, "base_url", None) or getattr(
+                model, "openai_api_base", None
+            )
+        if message is None:
+            return record
+        metadata = message.response_metadata
+        usage = message.usage_metadata or {}
+        record.model_name = metadata.get("model_name") or record.model_name
+        record.turns = [
+            *record.turns,
+            ModelTurn(
+                index=len(record.turns),
+                prompt_token_ids=metadata.get("prompt_token_ids"),
+                completion_token_ids=metadata.get("completion_token_ids"),
+                logprobs=_logprobs(metadata),
+                content=message.text,
+                tool_calls=[
+                    ToolCallRecord(
+                        id=c["id"] or "",
+                        name=c["name"],
+                        arguments=_arguments(c["args"]),
+                        parsed_by="fallback"
+                        if "fallback" in (metadata.get("parsed_by") or [])
+                        else "server",
+                    )
+                    for c in message.tool_calls
+                ],
+                finish_reason=metadata.get("finish_reason"),
+                tools_offered=bool(request.tools),
+                prompt_tokens=usage.get("input_tokens"),
+                completion_tokens=usage.get("output_tokens"),
+                latency_s=round(latency, 6),
+                model=record.model_name,
+            ),
+        ]
+        wire = (
+            [{"role": "system", "content": request.system_message.text}]
+            if (request.system_message is not None)
+            else []
+        )
+        wire += [w for w in (to_wire(m) for m in [*request.messages, message]) if w is not None]
+        record.wire_messages = wire
+        return record
+
+    def _failed(self, state: Any, record: _MiddlewareRecord, exc: Exception) -> Trace:
+        record = record.model_copy()
+        record.outcome = Outcome(status="error", error_type=type(exc).__name__, message=str(exc))
+        return self._trace(state, record)
+
+    def wrap_model_call(
+        self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]
+    ) -> ModelResponse | ExtendedModelResponse:
+        record = request.state.get("sca_run")
+        if record is None:  # a model call outside an agent run (no before_agent): pass through
+            return handler(request)
+        request = self._request(request, record)
+        started = time.perf_counter()
+        try:
+            response = handler(request)
+        except Exception as exc:
+            self.resources.record(self._failed(request.state, record, exc))
+            raise
+        updated = self._turn(request, record, response, time.perf_counter() - started)
+        return ExtendedModelResponse(response, Command(update={"sca_run": updated}))
+
+    async def awrap_model_call(
+        self,
+        request: ModelRequest,
+        handler: Callable[[ModelRequest], Awaitable[ModelResponse]],
+    ) -> ModelResponse | ExtendedModelResponse:
+        record = request.state.get("sca_run")
+        if record is None:
+            return await handler(request)
+        request = self._request(request, record)
+        started = time.perf_counter()
+        try:
+            response = await handler(request)
+        except Exception as exc:
+            await self.resources.arecord(self._failed(request.state, record, exc))
+            raise
+        updated = self._turn(request, record, response, time.perf_counter() - started)
+        return ExtendedModelResponse(response, Command(update={"sca_run": updated}))
+
+    # -- tool calls: timed, the result left on the message ----------------------------------
+    def _tool_crashed(self, request: ToolCallRequest, exc: Exception) -> Trace | None:
+        """The error trace of a run that an app tool ends by raising (``create_agent``'s tool
+        node re-raises what its ``handle_tool_errors`` does not cover): the app sees its
+        exception unchanged, and the run still leaves its trace."""
+        state = request.state if isinstance(request.state, dict) else {}
+        record = state.get("sca_run")
+        if record is None:
+            return None
+        record = record.model_copy()
+        self._note_tools(record, state.get("messages") or [])
+        call = request.tool_call
+        record.tool_runs = [
+            *record.tool_runs,
+            ToolRun(
+                name=call["name"],
+                tool_call_id=call["id"] or "",
+                arguments=dict(call["args"]),
+                status="error",
+                error=f"{type(exc).__name__}: {exc}",
+                turn_index=len(record.turns) - 1,
+            ),
+        ]
+        return self._failed(state, record, exc)
+
+    def wrap_tool_call(
+        self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Any]
+    ) -> Any:
+        started = time.perf_counter()
+        try:
+            result = handler(request)
+        except Exception as exc:
+            trace = self._tool_crashed(request, exc)
+            if trace is not None:
+                self.resources.record(trace)
+            raise
+        _note_latency(result, started)
+        return result
+
+    async def awrap_tool_call(
+        self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Awaitable[Any]]
+    ) -> Any:
+        started = time.perf_counter()
+        try:
+            result = await handler(request)
+        except Exception as exc:
+            trace = await asyncio.to_thread(self._tool_crashed, request, exc)
+            if trace is not None:
+                await self.resources.arecord(trace)
+            raise
+        _note_latency(result, started)
+        return result
+
+    # -- the end of the run: one trace -------------------------------------------------------
+    def _trace(self, state: Any, record: _MiddlewareRecord) -> Trace:
+        return Trace(
+            trace_id=record.trace_id,
+            thread_id=record.thread_id,
+            started_at=record.started_at,
+            finished_at=datetime.now(UTC),
+            model=record.model_name or "unknown",
+            base_url=record.base_url,
+            pack=self.resources.pack_ref_or_none(),
+            mode=self.config.mode,
+            messages=record.wire_messages or [{"role": "user", "content": record.user_prompt}],
+            turns=record.turns,
+            consultations=record.consultations,
+            tool_runs=record.tool_runs,
+            answer=record.answer,
+            outcome=record.outcome,
+            metadata={"integration": "create_agent", "chat_model": record.chat_model},
+        )
+
+    def _finish(self, state: SafeContextState) -> tuple[Trace | None, dict[str, Any] | None]:
+        record = state.get("sca_run")
+        if record is None:
+            return None, None
+        record = record.model_copy()
+        messages = state.get("messages") or []
+        self._note_tools(record, messages)
+        last = messages[-1] if messages else None
+        if record.answer is None and isinstance(last, AIMessage):
+            record.answer = last.text
+        if record.wire_messages and isinstance(last, AIMessage) and record.done:
+            record.wire_messages = [
+                *record.wire_messages,
+                {"role": "assistant", "content": last.text},
+            ]
+        trace = self._trace(state, record)
+        summary: RunSummary = {
+            "trace_id": trace.trace_id,
+            "status": trace.outcome.status,
+            "consulted": trace.consulted,
+            "rule_ids": trace.rule_ids,
+            "tools_called": [run.name for run in trace.tool_runs],
+            "answer": trace.answer,
+        }
+        return trace, {"safe_context": summary}
+
+    def after_agent(self, state: SafeContextState, runtime: Runtime[Any]) -> dict[str, Any] | None:
+        trace, update = self._finish(state)
+        if trace is not None:
+            self.resources.record(trace)
+        return update
+
+    async def aafter_agent(
+        self, state: SafeContextState, runtime: Runtime[Any]
+    ) -> dict[str, Any] | None:
+        # The pack reference reads the pack's files on first use: off the event loop.
+        trace, update = await asyncio.to_thread(self._finish, state)
+        if trace is not None:
+            await self.resources.arecord(trace)
+        return update
+
+    def close(self) -> None:
+        """Flush and close the trace sink."""
+        self.resources.close()
