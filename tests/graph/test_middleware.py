@@ -163,10 +163,10 @@ def test_a_create_agent_app_on_the_real_server_traces_and_replays(
     """With ChatVLLM the trace replays token-exactly; with ChatOpenAI it is still written, and
     replay says why it cannot use it."""
     from langchain_openai import ChatOpenAI
+    from safe_context_training import ReplaySet
 
     from safe_context_agent.errors import TraceError
     from safe_context_agent.rules import open_index
-    from safe_context_training import ReplaySet
 
     if chat == "ChatVLLM":
         model = ChatVLLM(base_url=vllm_server.base_url, model=vllm_server.model, max_tokens=32)
