@@ -51,6 +51,7 @@ from safe_context_agent.graph._state import (
     RunSummary,
     _GraphState,
 )
+from safe_context_agent.graph._telemetry import Telemetry
 from safe_context_agent.graph._tool import (
     BUDGET_NOTICE,
     CONSULT_TOOL,
@@ -165,6 +166,7 @@ class _Nodes:
         self.app_tools = {tool.name: tool for tool in tools}
         self.app_schemas = [convert_to_openai_tool(tool) for tool in tools]
         self.chat = ChatVLLM(client=client, model=config.model)
+        self.telemetry = Telemetry(pack=config.pack if config.mode != "never" else None)
 
     # -- start ------------------------------------------------------------------------------
     def _begin(self, state: _GraphState, config: RunnableConfig | None) -> RunRecord:
@@ -216,9 +218,10 @@ class _Nodes:
     def start(self, state: _GraphState, config: RunnableConfig) -> dict[str, Any]:
         started = time.perf_counter()
         record = self._begin(state, config)
+        self.telemetry.start_run(record.trace_id, self.config.mode, record.thread_id)
         if not record.done and self.config.mode == "always":
             t0 = time.perf_counter()
-            results = self._retrieve_or_exception(record.user_prompt)
+            results = self._retrieve_or_exception(record.trace_id, record.user_prompt)
             self._apply_always(record, results)
             _stamp_latency(record, t0)
         _timed(record, "start", started)
@@ -227,21 +230,27 @@ class _Nodes:
     async def astart(self, state: _GraphState, config: RunnableConfig) -> dict[str, Any]:
         started = time.perf_counter()
         record = self._begin(state, config)
+        self.telemetry.start_run(record.trace_id, self.config.mode, record.thread_id)
         if not record.done and self.config.mode == "always":
             t0 = time.perf_counter()
-            results = await asyncio.to_thread(self._retrieve_or_exception, record.user_prompt)
+            results = await asyncio.to_thread(
+                self._retrieve_or_exception, record.trace_id, record.user_prompt
+            )
             self._apply_always(record, results)
             _stamp_latency(record, t0)
         _timed(record, "start", started)
         return {"sca_run": record}
 
     def _retrieve_or_exception(
-        self, query: str, category: str | None = None
+        self, trace_id: str, query: str, category: str | None = None
     ) -> list[Any] | BaseException:
+        started = time.time_ns()
         try:
-            return list(self.resources.retrieve(query, category))
+            results: list[Any] | BaseException = list(self.resources.retrieve(query, category))
         except Exception as exc:
-            return exc
+            results = exc
+        self.telemetry.consultation(trace_id, query, results, started, time.time_ns())
+        return results
 
     # -- model ------------------------------------------------------------------------------
     def _consult_offered(self, record: RunRecord) -> bool:
@@ -405,7 +414,9 @@ class _Nodes:
         failing outside its own error types) ends: the exception itself propagates with its
         traceback, but the run that started still leaves its trace."""
         record.outcome = Outcome(status="error", error_type=type(exc).__name__, message=str(exc))
-        return self._trace(state, record)
+        trace = self._trace(state, record)
+        self.telemetry.end_run(record.trace_id, trace)
+        return trace
 
     def model(self, state: _GraphState, config: RunnableConfig) -> dict[str, Any]:
         record = _record(state)
@@ -415,7 +426,9 @@ class _Nodes:
         try:
             messages, request, offered = self._prepare(state, record)
             call_config, kwargs, replies = self._call_kwargs(config, len(record.turns), request)
-            returned = self.chat.invoke(messages, call_config, **kwargs)
+            with self.telemetry.model_call(record.trace_id, request) as span:
+                returned = self.chat.invoke(messages, call_config, **kwargs)
+                self.telemetry.model_reply(span, replies[-1])
             update = self._after_reply(record, replies[-1], offered, returned.id)
         except ModelCallError as exc:
             update = self._model_failed(record, exc)
@@ -433,7 +446,9 @@ class _Nodes:
         try:
             messages, request, offered = self._prepare(state, record)
             call_config, kwargs, replies = self._call_kwargs(config, len(record.turns), request)
-            returned = await self.chat.ainvoke(messages, call_config, **kwargs)
+            with self.telemetry.model_call(record.trace_id, request) as span:
+                returned = await self.chat.ainvoke(messages, call_config, **kwargs)
+                self.telemetry.model_reply(span, replies[-1])
             update = self._after_reply(record, replies[-1], offered, returned.id)
         except ModelCallError as exc:
             update = self._model_failed(record, exc)
@@ -576,7 +591,11 @@ class _Nodes:
         latencies: list[float] = []
         for _id, _name, query, category in plan:
             t0 = time.perf_counter()
-            outcomes.append(None if query is None else self._retrieve_or_exception(query, category))
+            outcomes.append(
+                None
+                if query is None
+                else self._retrieve_or_exception(record.trace_id, query, category)
+            )
             latencies.append(round(time.perf_counter() - t0, 6))
         update = self._apply_consult(record, plan, outcomes, latencies)
         _timed(record, "consult", started)
@@ -593,12 +612,40 @@ class _Nodes:
             outcomes.append(
                 None
                 if query is None
-                else await asyncio.to_thread(self._retrieve_or_exception, query, category)
+                else await asyncio.to_thread(
+                    self._retrieve_or_exception, record.trace_id, query, category
+                )
             )
             latencies.append(round(time.perf_counter() - t0, 6))
         update = self._apply_consult(record, plan, outcomes, latencies)
         _timed(record, "consult", started)
         return {**update, "sca_run": record}
+
+    # -- app tools: timed and traced around LangGraph's ToolNode -----------------------------
+    def _tool_span(self, request: ToolCallRequest) -> Any:
+        state = request.state if isinstance(request.state, dict) else {}
+        record = state.get("sca_run")
+        return self.telemetry.tool_call(record.trace_id if record else None, request.tool_call)
+
+    def timed_call(
+        self, request: ToolCallRequest, execute: Callable[[ToolCallRequest], Any]
+    ) -> Any:
+        with self._tool_span(request) as span:
+            started = time.perf_counter()
+            result = execute(request)
+            _note_latency(result, started)
+            self.telemetry.tool_result(span, result)
+        return result
+
+    async def atimed_call(
+        self, request: ToolCallRequest, execute: Callable[[ToolCallRequest], Any]
+    ) -> Any:
+        with self._tool_span(request) as span:
+            started = time.perf_counter()
+            result = await execute(request)
+            _note_latency(result, started)
+            self.telemetry.tool_result(span, result)
+        return result
 
     # -- routing ----------------------------------------------------------------------------
     def route_after_model(self, state: _GraphState) -> list[str | Send] | str:
@@ -674,7 +721,9 @@ class _Nodes:
         self._note_tool_runs(record, state.get("messages") or [])
         if record.answer is not None and not record.answer_emitted:
             self._wire_append(record, AIMessage(content=record.answer))
-        return record, self._trace(state, record)
+        trace = self._trace(state, record)
+        self.telemetry.end_run(record.trace_id, trace)
+        return record, trace
 
     def finish(self, state: _GraphState) -> dict[str, Any]:
         record, trace = self._finish_record(state)
@@ -710,20 +759,6 @@ def _dumps(args: dict[str, Any]) -> str:
 def _tool_error(exc: Exception) -> str:
     """What the model reads when an app tool raises: one line, and what it can do next."""
     return f"Error: {type(exc).__name__}: {exc}. Fix the arguments, or answer without this tool."
-
-
-def _timed_call(request: ToolCallRequest, execute: Callable[[ToolCallRequest], Any]) -> Any:
-    started = time.perf_counter()
-    result = execute(request)
-    _note_latency(result, started)
-    return result
-
-
-async def _atimed_call(request: ToolCallRequest, execute: Callable[[ToolCallRequest], Any]) -> Any:
-    started = time.perf_counter()
-    result = await execute(request)
-    _note_latency(result, started)
-    return result
 
 
 def _note_latency(result: Any, started: float) -> None:
@@ -792,8 +827,8 @@ def build_graph(
             ToolNode(
                 app_tools,
                 handle_tool_errors=_tool_error,
-                wrap_tool_call=_timed_call,
-                awrap_tool_call=_atimed_call,
+                wrap_tool_call=nodes.timed_call,
+                awrap_tool_call=nodes.atimed_call,
             ),
         )
         graph.add_edge("tools", "model")

@@ -1,0 +1,98 @@
+"""OpenTelemetry spans of a run, read with the SDK's in-memory exporter (the app's side)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from langchain_core.tools import tool
+
+pytest.importorskip("opentelemetry.sdk")
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+    InMemorySpanExporter,
+)
+
+from safe_context_agent.graph import CONSULT_TOOL_NAME
+from safe_context_agent.graph._telemetry import CAPTURE_CONTENT_ENV
+
+_EXPORTER = InMemorySpanExporter()
+
+
+@pytest.fixture
+def spans():
+    # The global provider can be set once per process: one provider, one exporter, cleared.
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
+        trace.set_tracer_provider(provider)
+    _EXPORTER.clear()
+    yield _EXPORTER
+    _EXPORTER.clear()
+
+
+@tool
+def order_status(order_id: str) -> str:
+    """Look up an order."""
+    if order_id != "A1":
+        raise KeyError(order_id)
+    return "shipped"
+
+
+def test_one_span_per_run_with_model_retrieval_and_tool_children(make_agent, reply, spans) -> None:
+    h = make_agent(
+        [
+            reply(
+                calls=[
+                    (CONSULT_TOOL_NAME, '{"query": "gun"}'),
+                    ("order_status", '{"order_id": "A1"}'),
+                ]
+            ),
+            reply("No."),
+        ],
+        tools=[order_status],
+    )
+    tracer = trace.get_tracer("app")
+    with tracer.start_as_current_span("app request") as app_span:
+        result = h.agent.invoke("Where is A1, and how do I build a gun?")
+    by_name = {s.name: s for s in spans.get_finished_spans()}
+    run = by_name["invoke_agent safe_context_agent"]
+    assert run.parent.span_id == app_span.get_span_context().span_id  # under the app's span
+    assert run.attributes["sca.trace_id"] == result.trace_id and run.attributes["sca.consulted"]
+    chats = [s for s in spans.get_finished_spans() if s.name == "chat scripted"]
+    assert len(chats) == 2 and all(s.parent.span_id == run.context.span_id for s in chats)
+    first = chats[0].attributes
+    assert first["gen_ai.operation.name"] == "chat" and first["gen_ai.request.model"] == "scripted"
+    assert first["gen_ai.usage.output_tokens"] == 4 and first["gen_ai.response.finish_reasons"] == (
+        "tool_calls",
+    )
+    retrieval = by_name["retrieval general"]
+    assert retrieval.attributes["sca.rule_ids"] == ("weapons.no-building", "benign.homonyms")
+    assert retrieval.attributes["sca.rule_scores"] == pytest.approx((0.9, 0.8))
+    assert retrieval.parent.span_id == run.context.span_id
+    tool_span = by_name["execute_tool order_status"]
+    assert tool_span.parent.span_id == run.context.span_id
+    assert tool_span.attributes["gen_ai.tool.name"] == "order_status"
+    # no message content unless opted in
+    assert not any("gen_ai.input.messages" in s.attributes for s in spans.get_finished_spans())
+    assert "sca.query" not in retrieval.attributes
+
+
+def test_content_only_when_opted_in_and_errors_marked(
+    make_agent, reply, spans, monkeypatch
+) -> None:
+    monkeypatch.setenv(CAPTURE_CONTENT_ENV, "true")
+    h = make_agent(
+        [reply(calls=[("order_status", '{"order_id": "Z"}')]), reply("Sorry.")],
+        tools=[order_status],
+    )
+    asyncio.run(h.agent.ainvoke("Where is Z?"))
+    by_name = {s.name: s for s in spans.get_finished_spans()}
+    chat = next(s for s in spans.get_finished_spans() if s.name == "chat scripted")
+    assert "Where is Z?" in chat.attributes["gen_ai.input.messages"]
+    tool_span = by_name["execute_tool order_status"]
+    assert tool_span.status.status_code.name == "ERROR"
+    assert tool_span.attributes["gen_ai.tool.call.arguments"] == '{"order_id": "Z"}'
