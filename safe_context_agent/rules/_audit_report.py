@@ -159,17 +159,18 @@ def plot_over_refusal(report: AuditReport, path: str | Path) -> Path:
             [r.over_refusal_attribution for r in ranked],
             height,
             color="#d62728",
-            label="over-refusal attribution (benign prompts refused)",
+            label="over-refusal attribution (benign refused)",
         )
         axes.barh(
             [y - height / 2 for y in ys],
             [r.safety_credit for r in ranked],
             height,
             color="#2ca02c",
-            label="safety credit (harmful prompts refused)",
+            label="safety credit (harmful refused)",
         )
         axes.set_yticks(ys, [r.rule_id for r in ranked], fontsize=8)
-        axes.legend(loc="lower right", fontsize=8)
+        # Below the axes: inside, it would cover the longest bars, which matter most.
+        axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, fontsize=8)
     else:
         axes.set_yticks([])
         axes.text(
