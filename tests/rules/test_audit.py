@@ -383,3 +383,42 @@ def test_audit_missing_traces_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert (
         result.stderr == f"error: {tmp_path / 'nope.jsonl'}: no such trace file; check the path\n"
     )
+
+
+@pytest.mark.server
+def test_audit_of_traces_from_sca_eval(vllm_server, tmp_path: Path) -> None:
+    """The two commands end to end: `sca eval` on the real server, then `sca rules audit` on its
+    traces; the audit's retrieval counts equal those in the traces."""
+    from collections import Counter
+
+    from safe_context_agent.traces import read_traces
+
+    generic = Path(__file__).parents[1] / "eval" / "data" / "generic_small.jsonl"
+    out = tmp_path / "eval"
+    result = runner.invoke(
+        app,
+        [
+            "eval", "--suite", f"generic={generic}", "--modes", "always,adaptive",
+            "--max-tokens", "16", "--base-url", vllm_server.base_url,
+            "--model", vllm_server.model, "--pack", "general", "--quiet", "--no-plots",
+            "--out", str(out),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    traces_path = out / "traces.jsonl"
+    result = _run("audit", "general", "--traces", str(traces_path), "--floor", "0.2", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    expected = Counter(
+        rule.id
+        for trace in read_traces(traces_path)
+        for consultation in trace.consultations
+        if consultation.error is None
+        for rule in consultation.rules
+    )
+    retrieved = {row["rule_id"]: row["retrievals"] for row in report["rules"] if row["retrievals"]}
+    assert retrieved == dict(expected)
+    totals = report["totals"]
+    assert (totals["runs"], totals["runs_harmful"], totals["runs_benign"]) == (6, 2, 4)
+    assert totals["runs_consulted"] >= 3  # `always` consults every run
+    assert report["models"] == [vllm_server.model]
