@@ -294,28 +294,42 @@ class ChatClient:
             )
         return self._sync
 
+    def _new_async_client(self) -> openai.AsyncOpenAI:
+        # The HTTP client is the SDK's default one without its finaliser, which would schedule
+        # closing a dead loop's connections on whatever loop is running when it is collected;
+        # those connections go with their loop instead.
+        return openai.AsyncOpenAI(
+            base_url=self.base_url,
+            api_key=self.config.api_key(),
+            timeout=self.config.request_timeout_s,
+            max_retries=self.config.max_retries,
+            default_headers=self._headers,
+            http_client=openai.DefaultAsyncHttpxClient(timeout=self.config.request_timeout_s),
+        )
+
     @property
     def async_client(self) -> openai.AsyncOpenAI:
         """The async client of the running event loop (one per loop, made on first use).
 
         Pooled connections belong to the loop that opened them: an agent used from two
         ``asyncio.run`` calls in turn would otherwise reuse a dead loop's connections and fail
-        with "Event loop is closed". The HTTP client is the SDK's default one without its
-        finaliser, which would schedule closing a dead loop's connections on whatever loop is
-        running when it is collected; those connections go with their loop instead.
+        with "Event loop is closed".
         """
         loop = asyncio.get_running_loop()
         client = self._async_by_loop.get(loop)
         if client is None:
-            client = openai.AsyncOpenAI(
-                base_url=self.base_url,
-                api_key=self.config.api_key(),
-                timeout=self.config.request_timeout_s,
-                max_retries=self.config.max_retries,
-                default_headers=self._headers,
-                http_client=openai.DefaultAsyncHttpxClient(timeout=self.config.request_timeout_s),
-            )
-            self._async_by_loop[loop] = client
+            client = self._async_by_loop.setdefault(loop, self._new_async_client())
+        return client
+
+    async def _aclient(self) -> openai.AsyncOpenAI:
+        """:attr:`async_client`, made in a worker thread when it is new: building an HTTP client
+        reads the CA bundle from disk, which must not block the event loop (LangGraph Server's
+        blocking-call detector fails the run that does)."""
+        loop = asyncio.get_running_loop()
+        client = self._async_by_loop.get(loop)
+        if client is None:
+            made = await asyncio.to_thread(self._new_async_client)
+            client = self._async_by_loop.setdefault(loop, made)
         return client
 
     def request(
@@ -370,7 +384,7 @@ class ChatClient:
         started = time.perf_counter()
         assembler = _StreamAssembler()
         try:
-            chunks = await self.async_client.chat.completions.create(
+            chunks = await (await self._aclient()).chat.completions.create(
                 **kwargs, stream=True, stream_options={"include_usage": True}
             )
             async for chunk in chunks:
@@ -404,7 +418,7 @@ class ChatClient:
             return reply
         started = time.perf_counter()
         try:
-            response = await self.async_client.chat.completions.create(**kwargs)
+            response = await (await self._aclient()).chat.completions.create(**kwargs)
         except openai.OpenAIError as exc:
             raise self._error(exc) from exc
         return reply_from_response(response.model_dump(), time.perf_counter() - started)

@@ -9,6 +9,7 @@ calls) and puts what came back in ``response_metadata``; the graph's model node 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
@@ -168,6 +169,11 @@ class ChatVLLM(BaseChatModel):
         request, replies = self._request(messages, stop, kwargs)
         return self._result(self._client().complete(request), replies)
 
+    async def _aready(self) -> None:
+        # Building the client may ask the server for its model: never on the event loop.
+        if self.client is None:
+            await asyncio.to_thread(self._client)
+
     async def _agenerate(
         self,
         messages: list[BaseMessage],
@@ -175,6 +181,7 @@ class ChatVLLM(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        await self._aready()
         request, replies = self._request(messages, stop, kwargs)
         return self._result(await self._client().acomplete(request), replies)
 
@@ -228,6 +235,7 @@ class ChatVLLM(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
+        await self._aready()
         request, replies = self._request(messages, stop, kwargs)
         async for item in self._client().astream(request):
             if isinstance(item, ModelReply):

@@ -453,6 +453,7 @@ class _Nodes:
         except ModelCallError as exc:
             update = self._model_failed(record, exc)
         except Exception as exc:
+            await self.resources.aload_pack()
             await self.resources.arecord(self._crashed(state, record, exc))
             raise
         _timed(record, "model", started)
@@ -604,6 +605,7 @@ class _Nodes:
     async def aconsult(self, state: _GraphState) -> dict[str, Any]:
         started = time.perf_counter()
         record = _record(state)
+        await self.resources.aload_pack()  # the plan checks categories against the pack
         plan = self._plan_consult(state, record)
         outcomes: list[list[Any] | BaseException | None] = []
         latencies: list[float] = []
@@ -731,6 +733,7 @@ class _Nodes:
         return self._publish(record, trace)
 
     async def afinish(self, state: _GraphState) -> dict[str, Any]:
+        await self.resources.aload_pack()  # the trace's pack reference
         record, trace = self._finish_record(state)
         await self.resources.arecord(trace)
         return self._publish(record, trace)

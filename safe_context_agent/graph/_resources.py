@@ -6,6 +6,7 @@ once per agent, under a lock, so concurrent runs share it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Sequence
@@ -37,6 +38,7 @@ class AgentResources:
         self.sink: SafeSink | None = SafeSink(sink) if sink is not None else None
         self._retriever = retriever
         self._pack: Any = None
+        self._pack_ref: PackRef | None = None
         self._lock = threading.Lock()
 
     def base_url(self) -> str:
@@ -94,12 +96,20 @@ class AgentResources:
                     return None
         return self._pack
 
+    async def aload_pack(self) -> None:
+        """Load the pack (files, hashes) in a worker thread, so async nodes never block on it:
+        LangGraph Server's blocking-call detector fails a run that reads files on the loop."""
+        if self._pack is None:
+            await asyncio.to_thread(self.pack_ref_or_none)
+
     def pack_ref_or_none(self) -> PackRef | None:
+        if self._pack_ref is not None:
+            return self._pack_ref
         pack = self._loaded_pack()
         if pack is None or not hasattr(pack, "manifest"):
             return None
         manifest = getattr(self._retriever, "manifest", None)
-        return PackRef(
+        self._pack_ref = PackRef(
             name=pack.name,
             version=str(pack.manifest.version),
             content_hash=pack.content_hash,
@@ -107,6 +117,7 @@ class AgentResources:
             or self.config.embedding_model
             or pack.manifest.embedding_model,
         )
+        return self._pack_ref
 
     def record(self, trace: Trace) -> None:
         """Write the trace; never raises (see :class:`~safe_context_agent.traces.SafeSink`)."""

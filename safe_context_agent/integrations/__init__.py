@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from safe_context_agent.client import ChatVLLM
+from safe_context_agent.integrations._server import make_server_graph
 from safe_context_agent.integrations._tool import ConsultArtifact, ConsultInput, make_consult_tool
 
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ __all__ = [
     "ConsultInput",
     "SafeContextMiddleware",
     "make_consult_tool",
+    "make_server_graph",
 ]
 
 
