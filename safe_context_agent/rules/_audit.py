@@ -297,7 +297,8 @@ class _Audit:
         self.models: dict[str, None] = {}
         self.unknown: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
-        self._weak: list[tuple[float, int, WeakConsultation]] = []  # max-heap on -score
+        # A min-heap on -score: its top is the best-scoring weak consultation kept, dropped first.
+        self._weak: list[tuple[float, int, WeakConsultation]] = []
 
     def add(self, trace: Trace) -> None:
         counts = self.counts
