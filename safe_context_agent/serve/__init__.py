@@ -19,13 +19,6 @@ from safe_context_agent.serve._endpoint import (
     model_endpoint,
 )
 from safe_context_agent.serve._render import END_OF_TURN, ChatRenderer
-from safe_context_agent.serve._shipped import (
-    DEFAULT_MODEL,
-    SHIPPED_ADAPTER_NAME,
-    TRAINED_TEMPLATE_KWARGS,
-    shipped_adapter_dir,
-    template_kwargs_for,
-)
 from safe_context_agent.serve._server import (
     ServerConfig,
     ServerState,
@@ -36,6 +29,13 @@ from safe_context_agent.serve._server import (
     state_as_json,
     stop_recorded_server,
 )
+from safe_context_agent.serve._shipped import (
+    DEFAULT_MODEL,
+    SHIPPED_ADAPTER_NAME,
+    TRAINED_TEMPLATE_KWARGS,
+    shipped_adapter_dir,
+    template_kwargs_for,
+)
 
 __all__ = [
     "BASE_URL_ENV",
@@ -43,10 +43,10 @@ __all__ = [
     "EMBEDDED_MODEL_NAME",
     "EMBEDDED_SERVED_NAME",
     "END_OF_TURN",
+    "SHIPPED_ADAPTER_NAME",
     "TRAINED_TEMPLATE_KWARGS",
     "ChatRenderer",
     "Endpoint",
-    "SHIPPED_ADAPTER_NAME",
     "ModelManifest",
     "ServerConfig",
     "ServerState",

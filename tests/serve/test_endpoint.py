@@ -16,7 +16,7 @@ from safe_context_agent.serve import (
 class _Running:
     base_url = "http://127.0.0.1:9001/v1"
     served_model_name = "served-name"
-    adapters: list[str] = []
+    adapters: tuple[str, ...] = ()
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def test_the_default_model_is_asked_for_when_the_server_loaded_it(monkeypatch) -
     monkeypatch.delenv(BASE_URL_ENV, raising=False)
 
     class _WithAdapter(_Running):
-        adapters = ["smollm2-ascl"]
+        adapters = ("smollm2-ascl",)
 
     monkeypatch.setattr(_endpoint, "find_running_server", lambda: _WithAdapter())
     endpoint = find_endpoint()
