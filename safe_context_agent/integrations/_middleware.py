@@ -277,6 +277,8 @@ class SafeContextMiddleware(AgentMiddleware[SafeContextState, Any, Any]):
                 tools = [t for t in tools if getattr(t, "name", None) != CONSULT_TOOL_NAME]
         elif record.always_rules:
             parts.append(f"Safety rules for this request:\n{record.always_rules}")
+        if not parts:  # nothing to add (`never`, no app system prompt): the request as it was
+            return request.override(tools=tools)
         return request.override(
             system_message=SystemMessage(content="\n\n".join(parts)), tools=tools
         )

@@ -64,7 +64,7 @@ def langgraph_dev(vllm_server, tmp_path_factory):
     process = subprocess.Popen(
         [str(cli), "dev", "--port", str(port), "--no-browser", "--no-reload",
          "--config", str(ROOT / "langgraph.json")],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        cwd=folder, stdout=log, stderr=subprocess.STDOUT,  # its .langgraph_api state goes there
         env={**os.environ, "SCA_CONFIG": str(config), "LANGSMITH_TRACING": "false",
              "LANGGRAPH_CLI_NO_ANALYTICS": "1"},
     )  # fmt: skip

@@ -148,6 +148,21 @@ def test_threads_give_each_run_its_own_trace(build, reply) -> None:
     assert first.thread_id == second.thread_id == "t1" and len(second.turns) == 1
 
 
+def test_never_mode_sends_the_apps_request_unchanged(scripted_client, reply, memory_sink) -> None:
+    """No system message of the app's and nothing to add: none is sent (not an empty one)."""
+    client = scripted_client([reply("a"), reply("a")])
+    llm = ChatVLLM(client=client, model="scripted")
+    plain = create_agent(llm, tools=[order_status])
+    safe = create_agent(
+        llm,
+        tools=[order_status],
+        middleware=[SafeContextMiddleware(mode="never", sink=memory_sink)],
+    )
+    ask(plain, "hi")
+    ask(safe, "hi")
+    assert client.requests[0] == client.requests[1] and len(memory_sink.traces) == 1
+
+
 def test_settings_are_agent_config_names() -> None:
     with pytest.raises(ConfigError, match="k"):
         SafeContextMiddleware(k=0)
