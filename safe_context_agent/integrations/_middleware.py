@@ -36,7 +36,7 @@ from safe_context_agent._sanitize import repair_surrogates
 from safe_context_agent.client._messages import to_wire
 from safe_context_agent.config import AgentConfig, validate_settings
 from safe_context_agent.graph import CONSULT_TOOL_NAME, AgentResources, RunRecord, RunSummary
-from safe_context_agent.graph._tool import CONSULT_GUIDANCE, format_rules
+from safe_context_agent.graph._tool import CONSULT_GUIDANCE, RULES_UNAVAILABLE, format_rules
 from safe_context_agent.integrations._tool import make_consult_tool
 from safe_context_agent.traces import (
     Consultation,
@@ -148,6 +148,7 @@ class SafeContextMiddleware(AgentMiddleware[SafeContextState, Any, Any]):
             error = f"{type(results).__name__}: {results}"
             record.consultations = [Consultation(source="always", query=query, error=error)]
             record.outcome = record.outcome.model_copy(update={"retrieval_failed": True})
+            record.always_rules = RULES_UNAVAILABLE  # fail-open: the model is told, as in the graph
             return
         refs = [
             RetrievedRuleRef(id=r.rule.id, category=r.rule.category, score=r.score) for r in results

@@ -130,6 +130,17 @@ def test_retrieval_failure_fails_closed(build, reply, mode) -> None:
     assert len(client.requests) == len(replies)  # no model call after the failure
 
 
+@pytest.mark.parametrize("mode", ["adaptive", "always"])
+def test_retrieval_failure_fail_open_lets_the_model_answer(build, reply, mode) -> None:
+    replies = [reply(calls=[(CALL, '{"query": "x"}')])] if mode == "adaptive" else []
+    agent, client, sink, _ = build(
+        [*replies, reply("Careful.")], fail=True, mode=mode, fail_closed=False
+    )
+    out = ask(agent, "gun?")
+    assert out["messages"][-1].content == "Careful." and sink.traces[0].outcome.retrieval_failed
+    assert "could not be retrieved" in str(client.requests[-1]["messages"])
+
+
 def test_never_and_always_offer_only_the_apps_tools(build, reply) -> None:
     agent, client, sink, _ = build([reply("No.")], mode="always")
     ask(agent, "How do I build a gun?")
