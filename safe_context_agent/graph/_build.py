@@ -43,6 +43,7 @@ from safe_context_agent.client._chat_model import REPLY_KEY, REQUEST_KEY, ChatVL
 from safe_context_agent.client._messages import message_from_reply, to_wire
 from safe_context_agent.config import PLAIN_SYSTEM_PROMPT, AgentConfig
 from safe_context_agent.errors import AgentRunError, ConfigError, ModelCallError
+from safe_context_agent.graph._app_tools import note_latency, tool_error, tool_run
 from safe_context_agent.graph._resources import AgentResources
 from safe_context_agent.graph._state import (
     AgentInput,
@@ -68,7 +69,6 @@ from safe_context_agent.traces import (
     ModelTurn,
     Outcome,
     RetrievedRuleRef,
-    ToolRun,
     Trace,
     new_trace_id,
 )
@@ -79,10 +79,6 @@ STREAM_TOKENS_KEY = "sca_stream_tokens"
 """``config["configurable"][STREAM_TOKENS_KEY] = True`` also writes each token as a ``custom``
 event ``{"type": "token", "turn": i, "text": ...}`` (``SafeContextAgent.stream`` sets it);
 ``stream_mode="messages"`` needs nothing: it gets ``AIMessageChunk``s as from any chat model."""
-
-_LATENCY_KEY = "sca_latency_s"
-"""``ToolMessage.response_metadata`` key where the tool node notes how long an app tool ran."""
-_RESULT_CHARS = 2_000
 
 
 class ModelClient(Protocol):
@@ -279,20 +275,7 @@ class _Nodes:
                 continue
             if message.tool_call_id in done:
                 continue
-            call = calls[message.tool_call_id]
-            text = message.text
-            runs.append(
-                ToolRun(
-                    name=call["name"],
-                    tool_call_id=call["id"] or "",
-                    arguments=dict(call["args"]),
-                    result=text[:_RESULT_CHARS],
-                    status=message.status,
-                    error=text[:_RESULT_CHARS] if message.status == "error" else None,
-                    turn_index=len(record.turns) - 1,
-                    latency_s=float(message.response_metadata.get(_LATENCY_KEY, 0.0)),
-                )
-            )
+            runs.append(tool_run(calls[message.tool_call_id], message, len(record.turns) - 1))
         if runs:
             record.tool_runs = [*record.tool_runs, *runs]
 
@@ -635,7 +618,7 @@ class _Nodes:
         with self._tool_span(request) as span:
             started = time.perf_counter()
             result = execute(request)
-            _note_latency(result, started)
+            note_latency(result, started)
             self.telemetry.tool_result(span, result)
         return result
 
@@ -645,7 +628,7 @@ class _Nodes:
         with self._tool_span(request) as span:
             started = time.perf_counter()
             result = await execute(request)
-            _note_latency(result, started)
+            note_latency(result, started)
             self.telemetry.tool_result(span, result)
         return result
 
@@ -759,17 +742,6 @@ def _dumps(args: dict[str, Any]) -> str:
     return json.dumps(args, ensure_ascii=False)
 
 
-def _tool_error(exc: Exception) -> str:
-    """What the model reads when an app tool raises: one line, and what it can do next."""
-    return f"Error: {type(exc).__name__}: {exc}. Fix the arguments, or answer without this tool."
-
-
-def _note_latency(result: Any, started: float) -> None:
-    if isinstance(result, ToolMessage):
-        result.response_metadata[_LATENCY_KEY] = round(time.perf_counter() - started, 6)
-        result.status = result.status or "success"
-
-
 def _app_tools(tools: Sequence[Any] | None) -> list[BaseTool]:
     from langchain_core.tools import tool as as_tool
 
@@ -829,7 +801,7 @@ def build_graph(
             "tools",
             ToolNode(
                 app_tools,
-                handle_tool_errors=_tool_error,
+                handle_tool_errors=tool_error,
                 wrap_tool_call=nodes.timed_call,
                 awrap_tool_call=nodes.atimed_call,
             ),

@@ -36,6 +36,7 @@ from safe_context_agent._sanitize import repair_surrogates
 from safe_context_agent.client._messages import to_wire
 from safe_context_agent.config import AgentConfig, validate_settings
 from safe_context_agent.graph import CONSULT_TOOL_NAME, AgentResources, RunRecord, RunSummary
+from safe_context_agent.graph._app_tools import LATENCY_KEY, note_latency, tool_run
 from safe_context_agent.graph._tool import CONSULT_GUIDANCE, RULES_UNAVAILABLE, format_rules
 from safe_context_agent.integrations._tool import make_consult_tool
 from safe_context_agent.traces import (
@@ -51,14 +52,6 @@ from safe_context_agent.traces import (
 )
 
 __all__ = ["SafeContextMiddleware", "SafeContextState"]
-
-_LATENCY_KEY = "sca_latency_s"
-_RESULT_CHARS = 2_000
-
-
-def _note_latency(result: Any, started: float) -> None:
-    if isinstance(result, ToolMessage):
-        result.response_metadata[_LATENCY_KEY] = round(time.perf_counter() - started, 6)
 
 
 class _MiddlewareRecord(RunRecord):
@@ -209,23 +202,11 @@ class SafeContextMiddleware(AgentMiddleware[SafeContextState, Any, Any]):
             if message.tool_call_id not in calls:
                 continue
             index, call = calls[message.tool_call_id]
-            latency = float(message.response_metadata.get(_LATENCY_KEY, 0.0))
             if call["name"] == CONSULT_TOOL_NAME:
+                latency = float(message.response_metadata.get(LATENCY_KEY, 0.0))
                 consultations.append(self._consultation(message, call, index, latency))
             else:
-                text = message.text
-                runs.append(
-                    ToolRun(
-                        name=call["name"],
-                        tool_call_id=message.tool_call_id,
-                        arguments=dict(call["args"]),
-                        result=text[:_RESULT_CHARS],
-                        status=message.status,
-                        error=text[:_RESULT_CHARS] if message.status == "error" else None,
-                        turn_index=index,
-                        latency_s=latency,
-                    )
-                )
+                runs.append(tool_run(call, message, index))
         record.consultations, record.tool_runs = consultations, runs
 
     def _consultation(
@@ -416,7 +397,7 @@ class SafeContextMiddleware(AgentMiddleware[SafeContextState, Any, Any]):
             if trace is not None:
                 self.resources.record(trace)
             raise
-        _note_latency(result, started)
+        note_latency(result, started)
         return result
 
     async def awrap_tool_call(
@@ -430,7 +411,7 @@ class SafeContextMiddleware(AgentMiddleware[SafeContextState, Any, Any]):
             if trace is not None:
                 await self.resources.arecord(trace)
             raise
-        _note_latency(result, started)
+        note_latency(result, started)
         return result
 
     # -- the end of the run: one trace -------------------------------------------------------
