@@ -8,7 +8,7 @@ from typing import cast, get_args
 import typer
 
 from safe_context_agent.cli._common import cli_errors, setup_logging
-from safe_context_agent.config import AgentConfig, SamplingParams
+from safe_context_agent.config import AgentConfig, validate_settings
 from safe_context_agent.errors import ConfigError
 from safe_context_agent.eval._loaders import SUITES
 from safe_context_agent.eval._report import EvalReport, report_markdown
@@ -36,6 +36,17 @@ eval_app = typer.Typer(
 )
 
 
+_AGENT_FLAGS = {"base_url": "--base-url", "model": "--model", "pack": "--pack"}
+_AGENT_FLAGS["sampling.max_tokens"] = "--max-tokens"
+_EVAL_FLAGS = {
+    "limit": "--limit",
+    "seed": "--seed",
+    "split": "--split",
+    "concurrency": "--concurrency",
+    "out": "--out",
+}
+
+
 @eval_app.callback()
 def evaluate(
     ctx: typer.Context,
@@ -50,16 +61,14 @@ def evaluate(
     modes: str = typer.Option(
         "never,always,adaptive", "--modes", help="Comma-separated consult modes to compare."
     ),
-    limit: int | None = typer.Option(
-        None, "--limit", min=1, help="Prompts per suite (default: all)."
-    ),
+    limit: int | None = typer.Option(None, "--limit", help="Prompts per suite (default: all)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the shuffled subset that --limit takes."),
     split: str | None = typer.Option(
         None,
         "--split",
         help="Only prompts of this fixed split: train | dev | test (default: all prompts).",
     ),
-    concurrency: int = typer.Option(8, "--concurrency", min=1, help="Agent runs at once."),
+    concurrency: int = typer.Option(8, "--concurrency", help="Agent runs at once."),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Run folder: traces.jsonl, report.json, report.md, plots."
     ),
@@ -73,7 +82,7 @@ def evaluate(
         None, "--model", help="Served model name (default: the server's)."
     ),
     pack: str = typer.Option("general", "--pack", help="Built-in rule pack name or pack folder."),
-    max_tokens: int = typer.Option(256, "--max-tokens", min=1, help="Token budget per model turn."),
+    max_tokens: int = typer.Option(256, "--max-tokens", help="Token budget per model turn."),
     judge: str = typer.Option("pattern", "--judge", help="Refusal judge: pattern | llm."),
     judge_base_url: str | None = typer.Option(
         None, "--judge-base-url", help="Endpoint of the LLM judge."
@@ -100,24 +109,34 @@ def evaluate(
         agent_options: dict[str, object] = {
             "base_url": base_url,
             "pack": pack,
-            "sampling": SamplingParams(max_tokens=max_tokens),
+            "sampling": {"max_tokens": max_tokens},
         }
         if model is not None:
             agent_options["model"] = model
-        config = EvalConfig(
-            suites=[SuiteSource.parse(text) for text in suite],
-            modes=parse_modes(modes),
-            limit=limit,
-            seed=seed,
-            split=split,
-            concurrency=concurrency,
-            out=out,
-            agent=AgentConfig.model_validate(agent_options),
-            judge=_judge_kind(judge),
-            judge_base_url=judge_base_url,
-            judge_model=judge_model,
-            judge_api_key_env=judge_api_key_env,
-            plots=not no_plots,
+        # One validation path for every flag: the same pydantic models the Python API takes,
+        # with errors naming the flag (issue 13).
+        agent = validate_settings(
+            AgentConfig, agent_options, source="agent settings", labels=_AGENT_FLAGS
+        )
+        config = validate_settings(
+            EvalConfig,
+            {
+                "suites": [SuiteSource.parse(text) for text in suite],
+                "modes": parse_modes(modes),
+                "limit": limit,
+                "seed": seed,
+                "split": split,
+                "concurrency": concurrency,
+                "out": out,
+                "agent": agent,
+                "judge": _judge_kind(judge),
+                "judge_base_url": judge_base_url,
+                "judge_model": judge_model,
+                "judge_api_key_env": judge_api_key_env,
+                "plots": not no_plots,
+            },
+            source="eval settings",
+            labels=_EVAL_FLAGS,
         )
         result = run_eval(config, progress=not quiet)
     typer.echo(_overall_table(result.report))

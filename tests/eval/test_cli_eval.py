@@ -229,3 +229,22 @@ def test_resume_runs_only_what_is_missing(first_eval, tmp_path: Path) -> None:
     assert {(t.metadata["prompt_id"], t.mode) for t in new} == missing
     report = EvalReport.model_validate_json((resumed / "report.json").read_text())
     assert all(report.cell(mode).runs == runs // len(MODES) for mode in MODES)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--limit", "0", "--limit 0: input should be greater than or equal to 1"),
+        ("--max-tokens", "0", "--max-tokens 0: input should be greater than or equal to 1"),
+        ("--concurrency", "0", "--concurrency 0: input should be greater than or equal to 1"),
+        ("--split", "validation", "--split 'validation': input should be 'train', 'dev' or 'test'"),
+    ],
+)
+def test_bad_flags_get_the_models_one_line_error(tmp_path, flag, value, message) -> None:
+    data = tmp_path / "p.jsonl"
+    data.write_text('{"prompt": "hi", "label": "benign"}\n', encoding="utf-8")
+    result = CliRunner().invoke(
+        eval_app, ["--suite", f"generic={data}", "--out", str(tmp_path / "o"), flag, value]
+    )
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
