@@ -211,6 +211,31 @@ def _metadata(prompt: EvalPrompt, kind: DemoKind, extra: dict[str, Any]) -> dict
     return {**meta, **extra}
 
 
+def rendered_turn(
+    renderer: ChatRenderer,
+    index: int,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None,
+    text: str,
+    model: str,
+    **template_kwargs: Any,
+) -> ModelTurn:
+    """A model turn that answered ``messages`` with ``text``, with the served template's ids."""
+    prompt_ids = renderer.prompt_ids(messages, tools, **template_kwargs)
+    completion_ids = renderer.completion_ids(text)
+    return ModelTurn(
+        index=index,
+        prompt_token_ids=prompt_ids,
+        completion_token_ids=completion_ids,
+        content=text,
+        finish_reason="stop",
+        tools_offered=tools is not None,
+        prompt_tokens=len(prompt_ids),
+        completion_tokens=len(completion_ids),
+        model=model,
+    )
+
+
 class _Builder:
     """Renders conversations to traces with the served template's token ids."""
 
@@ -243,24 +268,15 @@ class _Builder:
         ]
         return messages, results
 
-    def _turn(
-        self, index: int, messages: list[dict[str, Any]], text: str, model: str, **fields: Any
-    ) -> ModelTurn:
-        prompt_ids = self.renderer.prompt_ids(
-            messages, [CONSULT_TOOL], **self.config.chat_template_kwargs
-        )
-        completion_ids = self.renderer.completion_ids(text)
-        return ModelTurn(
-            index=index,
-            prompt_token_ids=prompt_ids,
-            completion_token_ids=completion_ids,
-            content=text,
-            finish_reason="stop",
-            tools_offered=True,
-            prompt_tokens=len(prompt_ids),
-            completion_tokens=len(completion_ids),
-            model=model,
-            **fields,
+    def _turn(self, index: int, messages: list[dict[str, Any]], text: str, model: str) -> ModelTurn:
+        return rendered_turn(
+            self.renderer,
+            index,
+            messages,
+            [CONSULT_TOOL],
+            text,
+            model,
+            **self.config.chat_template_kwargs,
         )
 
     def consult_trace(
@@ -730,19 +746,8 @@ def distill_demonstrations(
         user = next(m for m in demo.messages if m.get("role") == "user")
         messages = [{"role": "system", "content": system_prompt}, dict(user)]
         answer = demo.answer or ""
-        prompt_ids = renderer.prompt_ids(messages, None)
-        completion_ids = renderer.completion_ids(answer)
-        turn = ModelTurn(
-            index=0,
-            prompt_token_ids=prompt_ids,
-            completion_token_ids=completion_ids,
-            content=answer,
-            finish_reason="stop",
-            tools_offered=False,
-            prompt_tokens=len(prompt_ids),
-            completion_tokens=len(completion_ids),
-            model=demo.turns[-1].model if demo.turns else SYNTHETIC_MODEL,
-        )
+        model = demo.turns[-1].model if demo.turns else None
+        turn = rendered_turn(renderer, 0, messages, None, answer, model or SYNTHETIC_MODEL)
         out.append(
             demo.model_copy(
                 update={
