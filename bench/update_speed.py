@@ -69,7 +69,7 @@ def demo_rows(path: str, sequences: int) -> list[dict[str, list[int]]]:
 def run_arm(arm: str, options: argparse.Namespace) -> dict[str, Any]:
     import torch
     from datasets import Dataset
-    from safe_context_training._trainer import load_policy, lora_config
+    from safe_context_training._trainer import cuda_bf16_supported, load_policy, lora_config
     from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
@@ -101,6 +101,7 @@ def run_arm(arm: str, options: argparse.Namespace) -> dict[str, Any]:
             logging_steps=1,
             save_strategy="no",
             report_to="none",
+            bf16=cuda_bf16_supported(),
             max_length=None,
             gradient_checkpointing=arm == "before",
             train_sampling_strategy="sequential" if arm == "before" else "group_by_length",

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from safe_context_agent.cli._common import cli_errors, setup_logging
+from safe_context_agent.config import validate_settings
 from safe_context_agent.errors import ServeError
 from safe_context_agent.serve import (
     ServerConfig,
@@ -52,22 +53,28 @@ def serve(
         return
     setup_logging(verbose)
     with cli_errors():
+        # The same model as the Python API validates the flags: one-line errors naming them.
+        config = validate_settings(
+            ServerConfig,
+            {
+                "model": model,
+                "served_model_name": served_model_name,
+                "port": port,
+                "host": host,
+                "chat_template": chat_template,
+                "device": device,
+                "enable_lora": not no_lora,
+                "extra_args": vllm_arg,
+            },
+            source="server settings",
+            labels={"port": "--port", "device": "--device", "host": "--host"},
+        )
         running = find_running_server()
         if running is not None:
             raise ServeError(
                 f"a server is already running (pid {running.pid}, {running.base_url}); "
                 "stop it first with: sca serve stop"
             )
-        config = ServerConfig(
-            model=model,
-            served_model_name=served_model_name,
-            port=port,
-            host=host,
-            chat_template=chat_template,
-            device=device,  # type: ignore[arg-type]
-            enable_lora=not no_lora,
-            extra_args=vllm_arg,
-        )
         server = VLLMServer(config, record_state=True)
         state = server.start()
         typer.echo(

@@ -174,3 +174,20 @@ def test_embedded_dtype_follows_the_cpu(tmp_path, monkeypatch, flags, device, ex
 
 def test_unreadable_cpuinfo_means_no_native_bf16(tmp_path) -> None:
     assert server_module.cpu_has_native_bf16(tmp_path / "missing") is False
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--port", "0"], "--port 0: input should be greater than or equal to 1"),
+        (["--device", "tpu"], "--device 'tpu': input should be 'auto', 'cpu' or 'gpu'"),
+    ],
+)
+def test_serve_flags_get_the_server_config_s_one_line_error(args, message) -> None:
+    from typer.testing import CliRunner
+
+    from safe_context_agent.cli import app
+
+    result = CliRunner().invoke(app, ["serve", *args])
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
