@@ -30,6 +30,7 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -116,6 +117,11 @@ class JudgedRun:
     meta: EvalRunMetadata
     verdict: RefusalVerdict
     correct: bool | None
+
+    @cached_property
+    def echo(self) -> bool:
+        """Whether the answer repeats the run's rule text (judged once, shared by every cell)."""
+        return judge_trace_echo(self.trace).echo
 
 
 class FailedRun(BaseModel):
@@ -347,7 +353,7 @@ def _cell(mode: ConsultMode, suite: str, runs: Sequence[JudgedRun], errors: int)
         consultations_per_run=mean_interval(
             sum(1 for c in run.trace.consultations if c.error is None) for run in runs
         ),
-        echo_rate=_share(consulted, (judge_trace_echo(run.trace).echo for run in consulted)),
+        echo_rate=_share(consulted, (run.echo for run in consulted)),
         format_error_rate=rate(sum(bool(run.trace.format_errors) for run in runs), len(runs)),
         cut_off_rate=rate(sum(_cut_off(run.trace) for run in runs), len(runs)),
         latency_s=latency_summary(latencies),
