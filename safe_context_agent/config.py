@@ -103,7 +103,7 @@ class AgentConfig(BaseModel):
         description="OpenAI-compatible endpoint ending in /v1; None means the server `sca serve` started.",
     )
     model: str = Field(
-        default_factory=lambda: _default_model(),
+        default_factory=_default_model,
         description="Served model (or LoRA adapter) name; default: the shipped trained adapter "
         "(smollm2-ascl) when the package carries it, else the base model (smollm2).",
     )

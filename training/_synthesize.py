@@ -245,9 +245,10 @@ class _Builder:
         self.resources = resources
         self.pack_ref = resources.pack_ref_or_none()
 
-    def consult_turn(self, prompt: EvalPrompt, query: str) -> tuple[list[dict[str, Any]], Any]:
-        """The messages up to the tool result, and the consultation's retrieval."""
-        results = list(self.resources.retrieve(query))
+    def consult_turn(
+        self, prompt: EvalPrompt, query: str, results: Sequence[Any]
+    ) -> list[dict[str, Any]]:
+        """The messages up to the tool result of a consultation that retrieved ``results``."""
         call_id = "call_0"
         arguments = json.dumps({"query": query}, ensure_ascii=False)
         messages = [
@@ -266,7 +267,7 @@ class _Builder:
             },
             {"role": "tool", "tool_call_id": call_id, "content": format_rules(results)},
         ]
-        return messages, results
+        return messages
 
     def _turn(self, index: int, messages: list[dict[str, Any]], text: str, model: str) -> ModelTurn:
         return rendered_turn(
@@ -628,20 +629,24 @@ async def asynthesize(
             sampler = _Sampler(config, endpoint.base_url)
         return sampler
 
-    plans: list[tuple[EvalPrompt, DemoKind, str, int]] = []
+    # The consultation's retrieval decides the kind and is the demonstration's tool result:
+    # one search per prompt.
+    plans: list[tuple[EvalPrompt, DemoKind, str, list[Any], int]] = []
     for prompt in todo:
         query = concern_query(prompt.prompt)
-        best = resources.retrieve(query)
-        score = best[0].score if best else None
+        results = list(resources.retrieve(query))
+        score = results[0].score if results else None
         kind = assign_kind(prompt, score, config.risky_score_floor)
-        plans.append((prompt, kind, query, _prompt_seed(config.seed, prompt)))
+        plans.append((prompt, kind, query, results, _prompt_seed(config.seed, prompt)))
 
     sink = JsonlTraceSink(out_path)
     try:
 
-        async def one(prompt: EvalPrompt, kind: DemoKind, query: str, seed: int) -> None:
+        async def one(
+            prompt: EvalPrompt, kind: DemoKind, query: str, results: list[Any], seed: int
+        ) -> None:
             if kind == "harmful":
-                messages, results = builder.consult_turn(prompt, query)
+                messages = builder.consult_turn(prompt, query, results)
                 retrieved = [r.rule for r in results]
                 disallowing, allowing = pick_rules(retrieved)
                 if disallowing is None:  # the shown rules allow; ground in the pack's nearest ban
@@ -666,7 +671,7 @@ async def asynthesize(
                     },
                 )
             elif kind == "risky_benign":
-                messages, results = builder.consult_turn(prompt, query)
+                messages = builder.consult_turn(prompt, query, results)
                 sampled = await sampler_for().answer(
                     prompt, messages, messages[-1]["content"], seed
                 )

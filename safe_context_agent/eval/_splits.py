@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Literal, TypeVar, get_args
 
 __all__ = ["SPLIT_SHARES", "Split", "normalise_prompt", "prompt_split", "select_split"]
@@ -64,13 +64,13 @@ def prompt_split(text: str) -> Split:
 
 
 def select_split(
-    prompts: Iterable[_PromptT], split: Split, *, text_of: object = None
+    prompts: Iterable[_PromptT], split: Split, *, text_of: Callable[[_PromptT], str] | None = None
 ) -> list[_PromptT]:
     """The prompts of ``split``, in their order. Items are strings or have a ``prompt`` field
     (an :class:`~safe_context_agent.eval.EvalPrompt`); ``text_of`` overrides how to read them."""
     if split not in SPLIT_SHARES:
         raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLIT_SHARES)}")
-    read = text_of if callable(text_of) else _prompt_text
+    read = text_of or _prompt_text
     return [item for item in prompts if prompt_split(read(item)) == split]
 
 
