@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from safe_context_agent.config import AgentConfig, SamplingParams
 from safe_context_agent.errors import ConfigError
-from safe_context_agent.eval import EvalConfig, EvalReport, run_eval
+from safe_context_agent.eval import EvalConfig, EvalPrompt, EvalReport, run_eval
 from safe_context_agent.serve import TRAINED_TEMPLATE_KWARGS, Endpoint, model_endpoint
 from safe_context_agent.traces import JsonlTraceSink, read_traces
 
@@ -235,9 +235,9 @@ def _served_name(out: Path, policy: str) -> str:
 
 
 def _adapter_agent(
-    config: RecipeConfig, endpoint: Endpoint, model: str, **extra: Any
+    config: RecipeConfig, endpoint: Endpoint, model: str, *, trained: bool, **extra: Any
 ) -> AgentConfig:
-    trained = model != config.base_model
+    """The agent for ``model``; a trained policy is served without the few-shot turns."""
     return AgentConfig(
         base_url=endpoint.base_url,
         model=model,
@@ -273,14 +273,18 @@ def run_recipe(
     out = run.out
     demos = out / "demos.jsonl"
 
-    def synthesize_stage() -> dict[str, Any]:
-        prompts = recipe_prompts(
+    def train_prompts(seed: int) -> list[EvalPrompt]:
+        """The train-split prompts of the recipe's counts, in the order of ``seed``."""
+        return recipe_prompts(
             config.data,
             SuiteCounts(config.train_counts),
             split="train",
-            seed=config.seed,
+            seed=seed,
             max_chars=MAX_TRAIN_PROMPT_CHARS,
         )
+
+    def synthesize_stage() -> dict[str, Any]:
+        prompts = train_prompts(config.seed)
         with run.endpoint() as endpoint:
             report = synthesize(
                 prompts,
@@ -345,6 +349,7 @@ def run_recipe(
                 config,
                 endpoint,
                 model,
+                trained=adapter is not None,
                 sampling=SamplingParams(max_tokens=config.eval_max_tokens),
             )
             suites = suite_sources(config.data, list(config.dev_counts))
@@ -372,22 +377,18 @@ def run_recipe(
     def online_stage(algo: Literal["ifpo", "grpo"]) -> dict[str, Any]:
         from safe_context_training import IFPOConfig, run_online
 
-        prompts = recipe_prompts(
-            config.data,
-            SuiteCounts(config.train_counts),
-            split="train",
-            seed=config.seed + 1,
-            max_chars=MAX_TRAIN_PROMPT_CHARS,
-        )
+        prompts = train_prompts(config.seed + 1)
         with run.endpoint() as endpoint:
             agent = _adapter_agent(
                 config,
                 endpoint,
                 config.base_model,
+                # Every policy it samples is an adapter trained from the SFT one.
+                trained=True,
                 sampling=SamplingParams(
                     temperature=config.rl_temperature, max_tokens=config.rl_max_tokens
                 ),
-            ).model_copy(update={"chat_template_kwargs": dict(TRAINED_TEMPLATE_KWARGS)})
+            )
             args = IFPOConfig(
                 output_dir=str(out / algo),
                 algo=algo,
@@ -413,16 +414,7 @@ def run_recipe(
 
     def selected_demos() -> Path:
         """The demonstrations of this run's prompt selection (the file may hold more)."""
-        wanted = {
-            (p.suite, p.id)
-            for p in recipe_prompts(
-                config.data,
-                SuiteCounts(config.train_counts),
-                split="train",
-                seed=config.seed,
-                max_chars=MAX_TRAIN_PROMPT_CHARS,
-            )
-        }
+        wanted = {(p.suite, p.id) for p in train_prompts(config.seed)}
         chosen = out / "sft_demos.jsonl"
         chosen.unlink(missing_ok=True)
         sink = JsonlTraceSink(chosen)
