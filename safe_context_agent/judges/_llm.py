@@ -7,6 +7,10 @@ one odd reply must not end a run over thousands of responses. A request the endp
 rejects as bad (HTTP 400, usually an item too long for the judge's context) is counted the
 same way. An endpoint that cannot be reached, refuses the key or lacks the model is
 different (every later call would fail too) and raises :class:`ServeError`.
+
+Credentials never reach the judge's own text: the password of a ``base_url`` with user-info and
+the API key are redacted (``safe_context_agent._sanitize``) in its repr, in a rejected request's
+verdict and in the :class:`ServeError` message, whatever the endpoint's error page echoes.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from safe_context_agent._sanitize import redact, redact_url, split_url_credentials
 from safe_context_agent.errors import ServeError
 from safe_context_agent.judges._verdict import RefusalLabel, RefusalVerdict
 from safe_context_agent.judges._visible import visible_answer
@@ -195,7 +200,7 @@ class LLMJudge:
         return f"llm:{self.model}"
 
     def __repr__(self) -> str:
-        return f"LLMJudge(base_url={self.base_url!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"
+        return f"LLMJudge(base_url={redact_url(self.base_url)!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"
 
     def judge(self, prompt: str | None, response: str) -> RefusalVerdict:
         text = visible_answer(response, prompt)
@@ -249,6 +254,12 @@ class LLMJudge:
             "max_retries": self.max_retries,
         }
 
+    def _redacted(self, text: str) -> str:
+        """``text`` without URL user-info, tokens, the URL's password or the API key."""
+        _, credentials = split_url_credentials(self.base_url)
+        secrets = (credentials[1] if credentials else "", os.environ.get(self.api_key_env) or "")
+        return redact(text, tuple(s for s in secrets if s != _PLACEHOLDER_API_KEY))
+
     def _request(self, prompt: str | None, text: str) -> dict[str, Any]:
         return {
             "model": self.model,
@@ -276,18 +287,21 @@ class LLMJudge:
         self.stats.calls += 1
         self.stats.unknown += 1
         self.stats.rejected += 1
-        return RefusalVerdict(label="unknown", judge=self.name, raw=f"request rejected: {error}")
+        return RefusalVerdict(
+            label="unknown", judge=self.name, raw=f"request rejected: {self._redacted(str(error))}"
+        )
 
     def _unreachable(self, error: Exception) -> ServeError:
         from openai import AuthenticationError, NotFoundError
 
+        url = redact_url(self.base_url)
         if isinstance(error, AuthenticationError):
             fix = f"set ${self.api_key_env} to a key this endpoint accepts"
         elif isinstance(error, NotFoundError):
-            fix = f"check that the server serves a model named {self.model!r} (GET {self.base_url}/models)"
+            fix = f"check that the server serves a model named {self.model!r} (GET {url}/models)"
         else:
             fix = "start the server or pass the right base_url"
         return ServeError(
-            f"LLM judge: request to {self.base_url} (model {self.model!r}) failed: "
-            f"{type(error).__name__}: {error}. Fix: {fix}."
+            f"LLM judge: request to {url} (model {self.model!r}) failed: "
+            f"{type(error).__name__}: {self._redacted(str(error))}. Fix: {fix}."
         )

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import http.server
+import json
 import socket
+import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -113,6 +118,73 @@ def test_an_unreachable_endpoint_raises_serve_error_naming_it() -> None:
         judge.judge("Hi", "Hello!")
     with pytest.raises(ServeError, match="Fix:"):
         asyncio.run(judge.ajudge("Hi", "Hello!"))
+
+
+PLANTED = "pl4nted-PW-9431"
+
+
+class _EchoingEndpoint(http.server.BaseHTTPRequestHandler):
+    """An endpoint whose error pages echo the request back, credentials included (as some
+    proxies do): the status comes from the model name, e.g. model ``400``."""
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        status = int(body["model"])
+        page = {
+            "error": {
+                "message": f"cannot serve {self.path} for http://admin:{PLANTED}@judge.local/v1 "
+                f"with Authorization: {self.headers.get('Authorization')}",
+                "type": "invalid_request_error",
+            }
+        }
+        data = json.dumps(page).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def echoing_endpoint() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EchoingEndpoint)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://admin:{PLANTED}@127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_password_in_the_url_never_reaches_the_judges_text(
+    echoing_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SCA_TEST_JUDGE_KEY", "sk-planted-judge-key")
+    options = {"base_url": echoing_endpoint, "api_key_env": "SCA_TEST_JUDGE_KEY", "max_retries": 0}
+    token = base64.b64encode(f"admin:{PLANTED}".encode()).decode()
+    texts = [repr(LLMJudge(model="m", **options))]
+    # 400: a verdict that keeps the endpoint's text
+    rejected = LLMJudge(model="400", **options)
+    verdict = rejected.judge("Hi", "Hello!")
+    assert verdict.label == "unknown" and "cannot serve /v1/chat/completions" in verdict.raw
+    texts.append(verdict.raw)
+    texts.append(asyncio.run(rejected.ajudge("Hi", "Hello!")).raw)
+    # 401, 404, 500 and no server at all: a ServeError naming the endpoint
+    for model in ("401", "404", "500"):
+        with pytest.raises(ServeError, match=r"http://\*\*\*@127\.0\.0\.1") as caught:
+            LLMJudge(model=model, **options).judge("Hi", "Hello!")
+        texts.append(str(caught.value))
+    closed = f"http://admin:{PLANTED}@127.0.0.1:{_closed_port()}/v1"
+    with pytest.raises(ServeError, match="Fix:") as caught:
+        asyncio.run(LLMJudge(model="m", **{**options, "base_url": closed}).ajudge("Hi", "Yo"))
+    texts.append(str(caught.value))
+    for text in texts:
+        assert PLANTED not in text and token not in text and "sk-planted-judge-key" not in text
+    assert "@judge.local/v1 with Authorization: ***" in verdict.raw  # the rest stays readable
 
 
 def test_make_judge_selects_by_name() -> None:
