@@ -24,6 +24,7 @@ from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 __all__ = [
     "REDACTED",
     "RedactingFilter",
+    "exception_text",
     "redact",
     "redact_url",
     "repair_surrogates",
@@ -43,6 +44,15 @@ _KEY_VALUE = re.compile(
 )
 # A command line's flag form, `--api-key SECRET` (vLLM's own flag, logged when `sca serve` starts).
 _KEY_FLAG = re.compile(r"(?i)(?P<key>--(?:api[_-]key|token|password)\s+)(?P<value>[^\s-]\S*)")
+
+
+def exception_text(exc: BaseException) -> str:
+    """``str(exc)``, or a stand-in naming its type when the exception's ``__str__`` itself fails
+    (the error path must not raise a second, unrelated error)."""
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__name__}: its message could not be read>"
 
 
 def repair_surrogates(text: str) -> str:

@@ -15,13 +15,21 @@ the app's tools in every mode; routing reads the last ``AIMessage``'s tool calls
 answers every call that is not an app tool's (rules, one corrective message, the budget notice);
 ``finish`` writes the trace and publishes the outcome. Node logic is plain methods over the state
 so the sync and async graphs share every line but the I/O.
+
+Every node, the app tools' ``ToolNode`` included, runs inside one crash guard
+(:meth:`_Nodes.guarded`): an unexpected exception (a bug, a client, index or tool library failing
+outside its own error types) still writes the run's error trace, from the state the node was
+given, and then propagates unchanged with its traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -31,13 +39,14 @@ from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.config import get_stream_writer
+from langgraph.errors import GraphBubbleUp
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.prebuilt import ToolNode
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Send
 
-from safe_context_agent._sanitize import repair_surrogates, repair_tree
+from safe_context_agent._sanitize import exception_text, repair_surrogates, repair_tree
 from safe_context_agent.client import ChatClient, ModelReply, TokenCallback, strip_tool_markup
 from safe_context_agent.client._chat_model import REPLY_KEY, REQUEST_KEY, ChatVLLM
 from safe_context_agent.client._messages import message_from_reply, to_wire
@@ -74,6 +83,13 @@ from safe_context_agent.traces import (
 )
 
 __all__ = ["STREAM_TOKENS_KEY", "ModelClient", "build_graph"]
+
+logger = logging.getLogger(__name__)
+
+_WORKING_RECORD: ContextVar[RunRecord | None] = ContextVar("sca_working_record", default=None)
+"""The run record the running node is filling in (set by ``_begin`` and ``_record``), so the
+crash guard keeps what the node did before it failed: the record ``start`` is making, a model
+turn already added."""
 
 STREAM_TOKENS_KEY = "sca_stream_tokens"
 """``config["configurable"][STREAM_TOKENS_KEY] = True`` also writes each token as a ``custom``
@@ -128,7 +144,9 @@ def _record(state: _GraphState) -> RunRecord:
     record = state.get("sca_run")
     if record is None:  # a node reached without `start` (a bug, or a hand-edited checkpoint)
         raise AgentRunError("the run has no record: the graph must enter through its start node")
-    return record.model_copy()
+    working = record.model_copy()
+    _WORKING_RECORD.set(working)
+    return working
 
 
 def _bad_input(message: str) -> Outcome:
@@ -163,6 +181,10 @@ class _Nodes:
         self.app_schemas = [convert_to_openai_tool(tool) for tool in tools]
         self.chat = ChatVLLM(client=client, model=config.model)
         self.telemetry = Telemetry(pack=config.pack if config.mode != "never" else None)
+        # (trace id, step) of the error traces the guard wrote, newest last: one per failed step
+        # of a run, however many of its parallel tool calls crashed in it.
+        self._crashed: list[tuple[str, Any]] = []
+        self._crash_lock = threading.Lock()
 
     # -- start ------------------------------------------------------------------------------
     def _begin(self, state: _GraphState, config: RunnableConfig | None) -> RunRecord:
@@ -188,6 +210,7 @@ class _Nodes:
             )
         record.done = record.outcome.status == "error"
         record.user_prompt = prompt or ""
+        _WORKING_RECORD.set(record)
         return record
 
     def _apply_always(self, record: RunRecord, results: list[Any] | BaseException) -> None:
@@ -279,11 +302,8 @@ class _Nodes:
         if runs:
             record.tool_runs = [*record.tool_runs, *runs]
 
-    def _prepare(
-        self, state: _GraphState, record: RunRecord
-    ) -> tuple[list[AnyMessage], dict[str, Any], bool]:
-        messages = state.get("messages") or []
-        self._note_tool_runs(record, messages)
+    def _wire(self, record: RunRecord, messages: Sequence[AnyMessage]) -> list[dict[str, Any]]:
+        """The conversation in OpenAI wire form, as the next model call sends it."""
         system = (
             self.config.system_prompt if self.config.mode == "adaptive" else PLAIN_SYSTEM_PROMPT
         )
@@ -293,7 +313,14 @@ class _Nodes:
         wire = [{"role": "system", "content": "\n\n".join(parts)}]
         wire += [w for w in (to_wire(m) for m in messages) if w is not None]
         # The SDK encodes UTF-8 strictly: a lone surrogate anywhere would crash the call.
-        wire = repair_tree(wire)
+        return repair_tree(wire)
+
+    def _prepare(
+        self, state: _GraphState, record: RunRecord
+    ) -> tuple[list[AnyMessage], dict[str, Any], bool]:
+        messages = state.get("messages") or []
+        self._note_tool_runs(record, messages)
+        wire = self._wire(record, messages)
         tools = self._offered_tools(record)
         record.wire_messages = wire
         return list(messages), self.client.request(wire, tools or None), bool(tools)
@@ -392,15 +419,6 @@ class _Nodes:
             merged.add_handler(handler, inherit=False)
         return {**config, "callbacks": merged}, {**kwargs, "stream": True}, replies
 
-    def _crashed(self, state: _GraphState, record: RunRecord, exc: Exception) -> Trace:
-        """The error trace of a run that an unexpected exception (a bug, or a client library
-        failing outside its own error types) ends: the exception itself propagates with its
-        traceback, but the run that started still leaves its trace."""
-        record.outcome = Outcome(status="error", error_type=type(exc).__name__, message=str(exc))
-        trace = self._trace(state, record)
-        self.telemetry.end_run(record.trace_id, trace)
-        return trace
-
     def model(self, state: _GraphState, config: RunnableConfig) -> dict[str, Any]:
         record = _record(state)
         if record.done:  # consult ended the run (fail-closed) while app tools ran beside it
@@ -415,9 +433,6 @@ class _Nodes:
             update = self._after_reply(record, replies[-1], offered, returned.id)
         except ModelCallError as exc:
             update = self._model_failed(record, exc)
-        except Exception as exc:
-            self.resources.record(self._crashed(state, record, exc))
-            raise
         _timed(record, "model", started)
         return {**update, "sca_run": record}
 
@@ -435,10 +450,6 @@ class _Nodes:
             update = self._after_reply(record, replies[-1], offered, returned.id)
         except ModelCallError as exc:
             update = self._model_failed(record, exc)
-        except Exception as exc:
-            await self.resources.aload_pack()
-            await self.resources.arecord(self._crashed(state, record, exc))
-            raise
         _timed(record, "model", started)
         return {**update, "sca_run": record}
 
@@ -567,7 +578,7 @@ class _Nodes:
             self._retrieval_failed(record)
         return {"messages": messages}
 
-    def consult(self, state: _GraphState) -> dict[str, Any]:
+    def consult(self, state: _GraphState, config: RunnableConfig) -> dict[str, Any]:
         started = time.perf_counter()
         record = _record(state)
         plan = self._plan_consult(state, record)
@@ -585,7 +596,7 @@ class _Nodes:
         _timed(record, "consult", started)
         return {**update, "sca_run": record}
 
-    async def aconsult(self, state: _GraphState) -> dict[str, Any]:
+    async def aconsult(self, state: _GraphState, config: RunnableConfig) -> dict[str, Any]:
         started = time.perf_counter()
         record = _record(state)
         await self.resources.aload_pack()  # the plan checks categories against the pack
@@ -710,16 +721,96 @@ class _Nodes:
         self.telemetry.end_run(record.trace_id, trace)
         return record, trace
 
-    def finish(self, state: _GraphState) -> dict[str, Any]:
+    def finish(self, state: _GraphState, config: RunnableConfig) -> dict[str, Any]:
         record, trace = self._finish_record(state)
         self.resources.record(trace)
         return self._publish(record, trace)
 
-    async def afinish(self, state: _GraphState) -> dict[str, Any]:
+    async def afinish(self, state: _GraphState, config: RunnableConfig) -> dict[str, Any]:
         await self.resources.aload_pack()  # the trace's pack reference
         record, trace = self._finish_record(state)
         await self.resources.arecord(trace)
         return self._publish(record, trace)
+
+    # -- the crash guard, one for every node -----------------------------------------------
+    def _crash_trace(
+        self, node_input: Any, working: RunRecord | None, exc: Exception, step: Any
+    ) -> Trace | None:
+        """The error trace of a run an unexpected exception ends: the failing node's working
+        record (else the one in its input state) with the messages it was given, so the turns,
+        consultations and tool runs so far are kept. None when there is none to write:
+        LangGraph's own control flow (``interrupt``, a ``Command`` to the parent graph), an
+        :class:`AgentRunError` whose trace is written, no run record, or a parallel tool call
+        that crashed in a step whose error trace is written (``step``: LangGraph's step)."""
+        if isinstance(exc, GraphBubbleUp) or (isinstance(exc, AgentRunError) and exc.trace_id):
+            return None
+        state = node_input
+        if isinstance(state, dict) and state.get("__type") == "tool_call_with_context":
+            state = state["state"]  # one `Send` per app tool call, the state inside it
+        if not isinstance(state, dict):
+            return None
+        record = working if working is not None else state.get("sca_run")
+        if not isinstance(record, RunRecord):
+            return None
+        with self._crash_lock:
+            if (record.trace_id, step) in self._crashed:
+                return None
+            self._crashed = [*self._crashed[-63:], (record.trace_id, step)]
+        try:
+            record = record.model_copy()
+            messages = state.get("messages") or []
+            self._note_tool_runs(record, messages)
+            if messages:
+                record.wire_messages = self._wire(record, messages)
+            record.outcome = Outcome(
+                status="error", error_type=type(exc).__name__, message=exception_text(exc)
+            )
+            trace = self._trace(state, record)
+        except Exception:  # the original exception is the one to see; this one is logged
+            logger.exception("could not build the error trace of run %s", record.trace_id)
+            return None
+        self.telemetry.end_run(record.trace_id, trace)
+        return trace
+
+    def guarded(
+        self,
+        name: str,
+        node: Callable[[Any, RunnableConfig], Any],
+        anode: Callable[[Any, RunnableConfig], Any],
+    ) -> RunnableLambda:
+        """``node`` (sync) and ``anode`` (async) as one graph node inside the crash guard."""
+
+        def run(node_input: Any, config: RunnableConfig) -> Any:
+            token = _WORKING_RECORD.set(None)
+            try:
+                return node(node_input, config)
+            except Exception as exc:
+                trace = self._crash_trace(node_input, _WORKING_RECORD.get(), exc, _step(config))
+                if trace is not None:
+                    self.resources.record(trace)
+                raise
+            finally:
+                _WORKING_RECORD.reset(token)
+
+        async def arun(node_input: Any, config: RunnableConfig) -> Any:
+            token = _WORKING_RECORD.set(None)
+            try:
+                return await anode(node_input, config)
+            except Exception as exc:
+                # Off the event loop: the trace's pack reference may read the pack's files.
+                working, step = _WORKING_RECORD.get(), _step(config)
+                trace = await asyncio.to_thread(self._crash_trace, node_input, working, exc, step)
+                if trace is not None:
+                    await self.resources.arecord(trace)
+                raise
+            finally:
+                _WORKING_RECORD.reset(token)
+
+        return RunnableLambda(run, afunc=arun, name=name)
+
+
+def _step(config: RunnableConfig) -> Any:
+    return (config.get("metadata") or {}).get("langgraph_step")
 
 
 def _refs(results: Sequence[Any]) -> list[RetrievedRuleRef]:
@@ -791,21 +882,19 @@ def build_graph(
         client = ChatClient(config, resources.base_url())
     nodes = _Nodes(config, client, resources, app_tools)
     graph = StateGraph(_GraphState, input_schema=AgentInput, output_schema=AgentState)
-    graph.add_node("start", RunnableLambda(nodes.start, afunc=nodes.astart, name="start"))
-    graph.add_node("model", RunnableLambda(nodes.model, afunc=nodes.amodel, name="model"))
-    graph.add_node("consult", RunnableLambda(nodes.consult, afunc=nodes.aconsult, name="consult"))
-    graph.add_node("finish", RunnableLambda(nodes.finish, afunc=nodes.afinish, name="finish"))
+    graph.add_node("start", nodes.guarded("start", nodes.start, nodes.astart))
+    graph.add_node("model", nodes.guarded("model", nodes.model, nodes.amodel))
+    graph.add_node("consult", nodes.guarded("consult", nodes.consult, nodes.aconsult))
+    graph.add_node("finish", nodes.guarded("finish", nodes.finish, nodes.afinish))
     destinations = ["consult", "model", "finish"]
     if app_tools:
-        graph.add_node(
-            "tools",
-            ToolNode(
-                app_tools,
-                handle_tool_errors=tool_error,
-                wrap_tool_call=nodes.timed_call,
-                awrap_tool_call=nodes.atimed_call,
-            ),
+        tool_node = ToolNode(
+            app_tools,
+            handle_tool_errors=tool_error,
+            wrap_tool_call=nodes.timed_call,
+            awrap_tool_call=nodes.atimed_call,
         )
+        graph.add_node("tools", nodes.guarded("tools", tool_node.invoke, tool_node.ainvoke))
         graph.add_edge("tools", "model")
         destinations.append("tools")
     graph.add_edge(START, "start")

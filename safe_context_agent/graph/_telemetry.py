@@ -20,6 +20,8 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from safe_context_agent._sanitize import exception_text
+
 __all__ = ["CAPTURE_CONTENT_ENV", "Telemetry"]
 
 CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
@@ -133,7 +135,7 @@ class Telemetry:
         try:
             yield span
         except BaseException as exc:
-            span.set_status(Status(StatusCode.ERROR, str(exc)))
+            span.set_status(Status(StatusCode.ERROR, exception_text(exc)))
             span.set_attribute("error.type", type(exc).__name__)
             raise
         finally:
@@ -178,7 +180,7 @@ class Telemetry:
             attributes=attributes,
         )
         if isinstance(results, BaseException):
-            span.set_status(Status(StatusCode.ERROR, str(results)))
+            span.set_status(Status(StatusCode.ERROR, exception_text(results)))
             span.set_attribute("error.type", type(results).__name__)
         else:
             span.set_attributes(

@@ -24,7 +24,6 @@ from typing import Annotated, TypedDict
 
 import httpx
 import pytest
-
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.pregel.remote import RemoteGraph
@@ -111,7 +110,9 @@ def langgraph_dev(langgraph_cli, vllm_server, tmp_path_factory):
         process.terminate()
         try:
             process.wait(timeout=30)
-        except subprocess.TimeoutExpired:  # still shutting down (a busy machine): no lingering server
+        except (
+            subprocess.TimeoutExpired
+        ):  # still shutting down (a busy machine): no lingering server
             process.kill()
             process.wait(timeout=30)
         log.close()
