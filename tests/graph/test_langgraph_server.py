@@ -110,10 +110,8 @@ def langgraph_dev(langgraph_cli, vllm_server, tmp_path_factory):
         process.terminate()
         try:
             process.wait(timeout=30)
-        except (
-            subprocess.TimeoutExpired
-        ):  # still shutting down (a busy machine): no lingering server
-            process.kill()
+        except subprocess.TimeoutExpired:
+            process.kill()  # still shutting down (a busy machine): leave no server behind
             process.wait(timeout=30)
         log.close()
 
