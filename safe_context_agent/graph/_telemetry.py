@@ -9,6 +9,10 @@ it). Message content (prompts, answers, queries, tool arguments and results) is 
 
 Without ``opentelemetry-api`` (the ``otel`` extra) every call here is a no-op; with the API but no
 SDK configured, the API's own no-op tracer makes it nearly free.
+
+Both faces use this one class: the graph (requests in OpenAI wire form, replies as the client's
+``ModelReply``) and ``SafeContextMiddleware`` (LangChain tools and messages, replies as
+``AIMessage``); the few readers below accept either shape.
 """
 
 from __future__ import annotations
@@ -36,6 +40,50 @@ except ImportError:  # the optional `otel` extra is not installed
 
 def _capture_content() -> bool:
     return os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def _tool_name(tool: Any) -> str | None:
+    """The name of an offered tool: an OpenAI function schema or a LangChain tool."""
+    if isinstance(tool, dict):
+        return (tool.get("function") or {}).get("name") or tool.get("name")
+    return getattr(tool, "name", None)
+
+
+def _messages_json(messages: Any) -> str:
+    from langchain_core.messages import BaseMessage
+
+    from safe_context_agent.client._messages import to_wire
+
+    wire = [to_wire(m) if isinstance(m, BaseMessage) else m for m in messages or []]
+    return json.dumps([m for m in wire if m is not None], ensure_ascii=False, default=str)
+
+
+def _reply_attributes(reply: Any) -> dict[str, Any]:
+    """What a span records of a reply: the client's ``ModelReply`` or a LangChain ``AIMessage``."""
+    from langchain_core.messages import AIMessage
+
+    if isinstance(reply, AIMessage):
+        usage = reply.usage_metadata or {}
+        return {
+            "finish_reason": reply.response_metadata.get("finish_reason"),
+            "input_tokens": usage.get("input_tokens"),
+            "output_tokens": usage.get("output_tokens"),
+            "tool_calls": [call["name"] for call in reply.tool_calls],
+            "content": reply.text,
+        }
+    return {
+        "finish_reason": reply.finish_reason,
+        "input_tokens": reply.prompt_tokens,
+        "output_tokens": reply.completion_tokens,
+        "tool_calls": [call.name for call in reply.tool_calls],
+        "content": reply.content,
+    }
+
+
+def _rule_id_and_score(result: Any) -> tuple[str, float]:
+    """A retrieval hit (``.rule``, ``.score``) or a trace's ``RetrievedRuleRef`` (``.id``)."""
+    rule = getattr(result, "rule", result)
+    return rule.id, float(result.score)
 
 
 class _NoSpan:
@@ -107,25 +155,28 @@ class Telemetry:
         return otel_trace.set_span_in_context(span) if span is not None else None
 
     @contextlib.contextmanager
-    def model_call(self, trace_id: str, request: dict[str, Any]) -> Iterator[Any]:
-        """A ``chat {model}`` span around one model call; set the reply with :meth:`model_reply`."""
+    def model_call(
+        self, trace_id: str, request: dict[str, Any], *, provider: str | None = None
+    ) -> Iterator[Any]:
+        """A ``chat {model}`` span around one model call; set the reply with :meth:`model_reply`.
+
+        ``request``: the chat request's keywords (``model``, ``temperature``, ``top_p``,
+        ``max_tokens``, ``tools``, ``messages``); ``provider`` overrides the graph's ``system``."""
         if not self.enabled:
             yield _NoSpan()
             return
         model = request.get("model")
         attributes = {
             "gen_ai.operation.name": "chat",
-            "gen_ai.provider.name": self.system,
+            "gen_ai.provider.name": provider or self.system,
             "gen_ai.request.model": model,
             "gen_ai.request.temperature": request.get("temperature"),
             "gen_ai.request.top_p": request.get("top_p"),
             "gen_ai.request.max_tokens": request.get("max_tokens"),
-            "sca.tools_offered": [t["function"]["name"] for t in request.get("tools") or []],
+            "sca.tools_offered": [_tool_name(t) or "" for t in request.get("tools") or []],
         }
         if _capture_content():
-            attributes["gen_ai.input.messages"] = json.dumps(
-                request.get("messages"), ensure_ascii=False
-            )
+            attributes["gen_ai.input.messages"] = _messages_json(request.get("messages"))
         span = self._tracer().start_span(
             f"chat {model}",
             context=self._parent(trace_id),
@@ -143,15 +194,19 @@ class Telemetry:
 
     @staticmethod
     def model_reply(span: Any, reply: Any) -> None:
+        """The reply's attributes on a :meth:`model_call` span (a ``ModelReply`` or an ``AIMessage``)."""
+        if isinstance(span, _NoSpan) or reply is None:
+            return
+        values = _reply_attributes(reply)
         attributes: dict[str, Any] = {
-            "gen_ai.response.finish_reasons": [reply.finish_reason or "unknown"],
-            "gen_ai.usage.input_tokens": reply.prompt_tokens,
-            "gen_ai.usage.output_tokens": reply.completion_tokens,
-            "sca.tool_calls": [call.name for call in reply.tool_calls],
+            "gen_ai.response.finish_reasons": [values["finish_reason"] or "unknown"],
+            "gen_ai.usage.input_tokens": values["input_tokens"],
+            "gen_ai.usage.output_tokens": values["output_tokens"],
+            "sca.tool_calls": values["tool_calls"],
         }
         if _capture_content():
             attributes["gen_ai.output.messages"] = json.dumps(
-                [{"role": "assistant", "content": reply.content}], ensure_ascii=False
+                [{"role": "assistant", "content": values["content"]}], ensure_ascii=False
             )
         span.set_attributes({k: v for k, v in attributes.items() if v is not None})
 
@@ -164,7 +219,8 @@ class Telemetry:
         ended_ns: int,
     ) -> None:
         """A ``retrieval {pack}`` span, recorded once the retrieval is done (it ran in a worker
-        thread for the async graph: its times are passed in)."""
+        thread for the async graph: its times are passed in). ``results``: the search hits or
+        the rule references a trace keeps, or the exception the retrieval raised."""
         if not self.enabled:
             return
         attributes: dict[str, Any] = {"gen_ai.operation.name": "retrieval"}
@@ -183,10 +239,11 @@ class Telemetry:
             span.set_status(Status(StatusCode.ERROR, exception_text(results)))
             span.set_attribute("error.type", type(results).__name__)
         else:
+            pairs = [_rule_id_and_score(r) for r in results]
             span.set_attributes(
                 {
-                    "sca.rule_ids": [r.rule.id for r in results],
-                    "sca.rule_scores": [float(r.score) for r in results],
+                    "sca.rule_ids": [rule_id for rule_id, _ in pairs],
+                    "sca.rule_scores": [score for _, score in pairs],
                 }
             )
         span.end(end_time=ended_ns)
@@ -222,6 +279,8 @@ class Telemetry:
 
     @staticmethod
     def tool_result(span: Any, message: Any) -> None:
+        if isinstance(span, _NoSpan):  # no opentelemetry-api: nothing to mark
+            return
         status = getattr(message, "status", None)
         if status == "error":
             span.set_status(Status(StatusCode.ERROR, str(getattr(message, "content", ""))[:200]))

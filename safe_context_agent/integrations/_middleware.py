@@ -10,11 +10,17 @@ Where the records come from: model turns are written by the model node itself (`
 returns them as a state update, one model call at a time); tool results are read back from their
 ``ToolMessage``s in ``before_model``/``after_agent`` (tools run in parallel, so they never write
 the record themselves: their artifact, status and latency travel on the message).
+
+OpenTelemetry spans come from the graph's :class:`~safe_context_agent.graph._telemetry.Telemetry`,
+so both faces emit the same ones: ``invoke_agent safe_context_agent`` per run, and under it
+``chat {model}`` per model call, ``retrieval {pack}`` per consultation (the ``always`` mode's and
+each ``consult_safety_rules`` call) and ``execute_tool {name}`` per app tool call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -27,16 +33,18 @@ from langchain.agents.middleware.types import (
     hook_config,
 )
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.tools import ToolException
 from langgraph.config import get_config
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
-from safe_context_agent._sanitize import repair_surrogates
+from safe_context_agent._sanitize import exception_text, repair_surrogates
 from safe_context_agent.client._messages import to_wire
 from safe_context_agent.config import AgentConfig, validate_settings
 from safe_context_agent.graph import CONSULT_TOOL_NAME, AgentResources, RunRecord, RunSummary
 from safe_context_agent.graph._app_tools import LATENCY_KEY, note_latency, tool_run
+from safe_context_agent.graph._telemetry import Telemetry
 from safe_context_agent.graph._tool import CONSULT_GUIDANCE, RULES_UNAVAILABLE, format_rules
 from safe_context_agent.integrations._tool import make_consult_tool
 from safe_context_agent.traces import (
@@ -79,10 +87,35 @@ def _logprobs(metadata: dict[str, Any]) -> list[float] | None:
     return None
 
 
+def _span_request(request: ModelRequest) -> tuple[dict[str, Any], str | None]:
+    """What a ``chat`` span records of a ``create_agent`` model call, and the provider: the
+    settings of the app's chat model (ChatVLLM's or ChatOpenAI's field names)."""
+    model = request.model
+    name = getattr(model, "model_name", None) or getattr(model, "model", None)
+    if name is None:  # ChatVLLM(model=None): the server's model, once it was asked
+        name = getattr(getattr(model, "client", None), "config", None)
+        name = getattr(name, "model", None)
+    system = request.system_message
+    messages = [{"role": "system", "content": system.text}] if system is not None else []
+    llm_type = getattr(model, "_llm_type", None)
+    return {
+        "model": name,
+        "temperature": getattr(model, "temperature", None),
+        "top_p": getattr(model, "top_p", None),
+        "max_tokens": getattr(model, "max_tokens", None),
+        "tools": request.tools,
+        "messages": [*messages, *request.messages],
+    }, llm_type.removesuffix("-chat") if isinstance(llm_type, str) else None
+
+
 def _arguments(args: Any) -> str:
     import json
 
     return args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
+
+
+def _ai_message(response: ModelResponse) -> AIMessage | None:
+    return next((m for m in response.result if isinstance(m, AIMessage)), None)
 
 
 class SafeContextMiddleware(AgentMiddleware[SafeContextState, Any, Any]):
@@ -115,6 +148,7 @@ class SafeContextMiddleware(AgentMiddleware[SafeContextState, Any, Any]):
         self.config = config
         self.resources = AgentResources(config, sink=sink, retriever=retriever)
         self.consult_tool = make_consult_tool(resources=self.resources)
+        self.telemetry = Telemetry(pack=config.pack if config.mode != "never" else None)
         # The model sees the consult tool only in `adaptive` mode; `always` puts rules in context.
         self.tools = [self.consult_tool] if config.mode == "adaptive" else []
 
@@ -127,13 +161,15 @@ class SafeContextMiddleware(AgentMiddleware[SafeContextState, Any, Any]):
         )
         prompt = messages[start].text if start < len(messages) else ""
         thread_id = (get_config().get("configurable") or {}).get("thread_id")
-        return _MiddlewareRecord(
+        record = _MiddlewareRecord(
             trace_id=new_trace_id(),
             started_at=datetime.now(UTC),
             thread_id=str(thread_id) if thread_id is not None else None,
             user_prompt=repair_surrogates(prompt),
             start_index=start,
         )
+        self.telemetry.start_run(record.trace_id, self.config.mode, record.thread_id)
+        return record
 
     def _always(self, record: _MiddlewareRecord, results: list[Any] | BaseException) -> None:
         query = record.user_prompt
@@ -149,11 +185,14 @@ class SafeContextMiddleware(AgentMiddleware[SafeContextState, Any, Any]):
         record.consultations = [Consultation(source="always", query=query, rules=refs)]
         record.always_rules = format_rules(results)
 
-    def _retrieve(self, query: str) -> list[Any] | BaseException:
+    def _retrieve(self, trace_id: str, query: str) -> list[Any] | BaseException:
+        started = time.time_ns()
         try:
-            return list(self.resources.retrieve(query))
+            results: list[Any] | BaseException = list(self.resources.retrieve(query))
         except Exception as exc:  # the fail mode decides
-            return exc
+            results = exc
+        self.telemetry.consultation(trace_id, query, results, started, time.time_ns())
+        return results
 
     def _started(self, record: _MiddlewareRecord) -> dict[str, Any]:
         update: dict[str, Any] = {"sca_run": record}
@@ -174,14 +213,15 @@ class SafeContextMiddleware(AgentMiddleware[SafeContextState, Any, Any]):
     def before_agent(self, state: SafeContextState, runtime: Runtime[Any]) -> dict[str, Any]:
         record = self._begin(state)
         if self.config.mode == "always":
-            self._always(record, self._retrieve(record.user_prompt))
+            self._always(record, self._retrieve(record.trace_id, record.user_prompt))
         return self._started(record)
 
     @hook_config(can_jump_to=["end"])
     async def abefore_agent(self, state: SafeContextState, runtime: Runtime[Any]) -> dict[str, Any]:
         record = self._begin(state)
         if self.config.mode == "always":
-            self._always(record, await asyncio.to_thread(self._retrieve, record.user_prompt))
+            results = await asyncio.to_thread(self._retrieve, record.trace_id, record.user_prompt)
+            self._always(record, results)
         return self._started(record)
 
     # -- tool results, read back from their messages ----------------------------------------
@@ -272,7 +312,7 @@ class SafeContextMiddleware(AgentMiddleware[SafeContextState, Any, Any]):
         response: ModelResponse,
         latency: float,
     ) -> _MiddlewareRecord:
-        message = next((m for m in response.result if isinstance(m, AIMessage)), None)
+        message = _ai_message(response)
         record = record.model_copy()
         model = request.model
         if record.chat_model is None:
@@ -324,8 +364,12 @@ class SafeContextMiddleware(AgentMiddleware[SafeContextState, Any, Any]):
 
     def _failed(self, state: Any, record: _MiddlewareRecord, exc: Exception) -> Trace:
         record = record.model_copy()
-        record.outcome = Outcome(status="error", error_type=type(exc).__name__, message=str(exc))
-        return self._trace(state, record)
+        record.outcome = Outcome(
+            status="error", error_type=type(exc).__name__, message=exception_text(exc)
+        )
+        trace = self._trace(state, record)
+        self.telemetry.end_run(record.trace_id, trace)
+        return trace
 
     def wrap_model_call(
         self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]
@@ -335,8 +379,11 @@ class SafeContextMiddleware(AgentMiddleware[SafeContextState, Any, Any]):
             return handler(request)
         request = self._request(request, record)
         started = time.perf_counter()
+        summary, provider = _span_request(request)
         try:
-            response = handler(request)
+            with self.telemetry.model_call(record.trace_id, summary, provider=provider) as span:
+                response = handler(request)
+                self.telemetry.model_reply(span, _ai_message(response))
         except Exception as exc:
             self.resources.record(self._failed(request.state, record, exc))
             raise
@@ -353,8 +400,11 @@ class SafeContextMiddleware(AgentMiddleware[SafeContextState, Any, Any]):
             return await handler(request)
         request = self._request(request, record)
         started = time.perf_counter()
+        summary, provider = _span_request(request)
         try:
-            response = await handler(request)
+            with self.telemetry.model_call(record.trace_id, summary, provider=provider) as span:
+                response = await handler(request)
+                self.telemetry.model_reply(span, _ai_message(response))
         except Exception as exc:
             await self.resources.arecord(self._failed(request.state, record, exc))
             raise
@@ -380,38 +430,72 @@ class SafeContextMiddleware(AgentMiddleware[SafeContextState, Any, Any]):
                 tool_call_id=call["id"] or "",
                 arguments=dict(call["args"]),
                 status="error",
-                error=f"{type(exc).__name__}: {exc}",
+                error=f"{type(exc).__name__}: {exception_text(exc)}",
                 turn_index=len(record.turns) - 1,
             ),
         ]
         return self._failed(state, record, exc)
 
+    @staticmethod
+    def _trace_id(request: ToolCallRequest) -> str | None:
+        state = request.state if isinstance(request.state, dict) else {}
+        record = state.get("sca_run")
+        return record.trace_id if record is not None else None
+
+    def _tool_span(self, request: ToolCallRequest) -> contextlib.AbstractContextManager[Any]:
+        """An app tool's ``execute_tool`` span; a consultation gets its ``retrieval`` span
+        once it is done (:meth:`_tool_done`), as in the graph."""
+        if request.tool_call["name"] == CONSULT_TOOL_NAME:
+            return contextlib.nullcontext()
+        return self.telemetry.tool_call(self._trace_id(request), request.tool_call)
+
+    def _tool_done(
+        self, request: ToolCallRequest, span: Any, result: Any, started: float, started_ns: int
+    ) -> None:
+        note_latency(result, started)
+        if request.tool_call["name"] != CONSULT_TOOL_NAME:
+            if span is not None:
+                self.telemetry.tool_result(span, result)
+            return
+        trace_id = self._trace_id(request)
+        if trace_id is None or not isinstance(result, ToolMessage):
+            return
+        consultation = self._consultation(result, request.tool_call, 0, 0.0)
+        outcome: list[Any] | BaseException = (
+            ToolException(consultation.error) if consultation.error else consultation.rules
+        )
+        self.telemetry.consultation(
+            trace_id, consultation.query, outcome, started_ns, time.time_ns()
+        )
+
     def wrap_tool_call(
         self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Any]
     ) -> Any:
-        started = time.perf_counter()
-        try:
-            result = handler(request)
-        except Exception as exc:
-            trace = self._tool_crashed(request, exc)
-            if trace is not None:
-                self.resources.record(trace)
-            raise
-        note_latency(result, started)
+        with self._tool_span(request) as span:
+            started_ns, started = time.time_ns(), time.perf_counter()
+            try:
+                result = handler(request)
+            except Exception as exc:
+                trace = self._tool_crashed(request, exc)
+                if trace is not None:
+                    self.resources.record(trace)
+                raise
+            self._tool_done(request, span, result, started, started_ns)
         return result
 
     async def awrap_tool_call(
         self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Awaitable[Any]]
     ) -> Any:
-        started = time.perf_counter()
-        try:
-            result = await handler(request)
-        except Exception as exc:
-            trace = await asyncio.to_thread(self._tool_crashed, request, exc)
-            if trace is not None:
-                await self.resources.arecord(trace)
-            raise
-        note_latency(result, started)
+        with self._tool_span(request) as span:
+            started_ns, started = time.time_ns(), time.perf_counter()
+            try:
+                result = await handler(request)
+            except Exception as exc:
+                trace = await asyncio.to_thread(self._tool_crashed, request, exc)
+                if trace is not None:
+                    await self.resources.arecord(trace)
+                raise
+            self._tool_done(request, span, result, started, started_ns)
         return result
 
     # -- the end of the run: one trace -------------------------------------------------------
@@ -450,6 +534,7 @@ class SafeContextMiddleware(AgentMiddleware[SafeContextState, Any, Any]):
                 {"role": "assistant", "content": last.text},
             ]
         trace = self._trace(state, record)
+        self.telemetry.end_run(record.trace_id, trace)
         summary: RunSummary = {
             "trace_id": trace.trace_id,
             "status": trace.outcome.status,
