@@ -18,8 +18,8 @@ so the sync and async graphs share every line but the I/O.
 
 Every node, the app tools' ``ToolNode`` included, runs inside one crash guard
 (:meth:`_Nodes.guarded`): an unexpected exception (a bug, a client, index or tool library failing
-outside its own error types) still writes the run's error trace, from the state the node was
-given, and then propagates unchanged with its traceback.
+outside its own error types) still writes the run's error trace, from what the node had recorded
+and the state it was given, and then propagates unchanged with its traceback.
 """
 
 from __future__ import annotations
