@@ -286,12 +286,15 @@ def main() -> None:
         )
         baseline: float | None = None
         for config in configs(args.threads):
-            rates = {}
-            for version in (2, 1):
-                runs = [run_once(config, traces, folder, version) for _ in range(args.repeats)]
-                rates[version] = statistics.median(r for r, _ in runs)
-                if version == 2:
-                    fsyncs = statistics.median(f for _, f in runs)
+            # The formats take turns, so both meet the same machine (load drifts during a run).
+            runs: dict[int, list[tuple[float, int]]] = {2: [], 1: []}
+            for _ in range(args.repeats):
+                for version, done in runs.items():
+                    done.append(run_once(config, traces, folder, version))
+            rates = {
+                version: statistics.median(r for r, _ in done) for version, done in runs.items()
+            }
+            fsyncs = statistics.median(f for _, f in runs[2])
             baseline = baseline or rates[2]
             per_sync = f"{args.traces / fsyncs:13.1f}" if fsyncs else f"{'-':>13}"
             print(
