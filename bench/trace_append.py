@@ -1,14 +1,20 @@
-"""Append rate of the trace sinks (traces per second), every configuration in one run.
+"""Trace size and append rate of the sinks, in the stored format and the old one, in one run.
 
     .venv/bin/python bench/trace_append.py                  # defaults: 2000 traces, 3 repeats
     .venv/bin/python bench/trace_append.py --dir /data/runs  # measure the disk you will log to
 
-Each trace is realistic: 3 model turns, each with 150 prompt and 150 completion token ids and 150
-logprobs, one consultation returning 3 rules, a short conversation (about 17 kB of JSON). Every
-configuration writes the same traces to a fresh file; the median of the repeats is reported, with
-each rate's ratio to the JSONL rate without fsync measured in the same run. "Shared" means all
-threads write through one sink (group commit); "a sink each" gives every thread its own sink on
-the same file (for SQLite: a connection per thread).
+Each trace is realistic (the shape of the embedded model's traces): a 400-token prompt (system
+prompt with the tool, the user's question), 3 model turns of 60 sampled tokens with their
+logprobs, a 120-token tool result between turns, one consultation returning 3 rules. As in served
+runs, each later turn's prompt is the previous prompt and completion plus the tool result; in
+``--non-extending`` of the traces (15 %) the template re-renders an earlier turn, so it is not.
+
+Two formats are written: the stored one (schema 2: a later turn keeps only the prompt ids it
+adds) and schema 1 (every turn's whole prompt), both through the same sinks and the same fast
+encoder. The report gives bytes per trace of each and, for every sink configuration, the median
+rate of the repeats in each format, the ratio between them, and each rate's ratio to the JSONL rate
+without fsync. "Shared" means all threads write through one sink (group commit); "a sink each"
+gives every thread its own sink on the same file (for SQLite: a connection per thread).
 """
 
 from __future__ import annotations
@@ -20,9 +26,12 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import orjson
 
 from safe_context_agent.traces import (
     Consultation,
@@ -33,31 +42,52 @@ from safe_context_agent.traces import (
     ToolCallRecord,
     Trace,
     TraceSink,
+    _sinks,
     new_trace_id,
 )
-from safe_context_agent.traces._encode import trace_json
+from safe_context_agent.traces._encode import _model_fields, trace_json
 
 SinkFactory = Callable[[Path], TraceSink]
 
 
-def realistic_trace(seed: int, tokens_per_turn: int) -> Trace:
+@dataclass(frozen=True)
+class Shape:
+    prompt_tokens: int
+    completion_tokens: int
+    tool_tokens: int
+    non_extending: float
+
+
+def realistic_trace(seed: int, shape: Shape) -> Trace:
     rng = random.Random(seed)
 
+    def ids(n: int) -> list[int]:
+        return [rng.randrange(49_152) for _ in range(n)]
+
+    re_rendered = rng.random() < shape.non_extending
+    prompt = ids(shape.prompt_tokens)
+
     def turn(index: int, content: str | None, calls: list[ToolCallRecord]) -> ModelTurn:
-        return ModelTurn(
+        nonlocal prompt
+        completion = ids(shape.completion_tokens)
+        made = ModelTurn(
             index=index,
-            prompt_token_ids=[rng.randrange(49_152) for _ in range(tokens_per_turn)],
-            completion_token_ids=[rng.randrange(49_152) for _ in range(tokens_per_turn)],
-            logprobs=[-rng.random() * 4 for _ in range(tokens_per_turn)],
+            prompt_token_ids=prompt,
+            completion_token_ids=completion,
+            logprobs=[-rng.random() * 4 for _ in range(shape.completion_tokens)],
             content=content,
             tool_calls=calls,
             finish_reason="tool_calls" if calls else "stop",
             tools_offered=True,
-            prompt_tokens=tokens_per_turn,
-            completion_tokens=tokens_per_turn,
+            prompt_tokens=len(prompt),
+            completion_tokens=len(completion),
             latency_s=rng.random(),
             model="smollm2",
         )
+        # The next prompt as the server renders it; a re-rendering template changes one token.
+        served = completion if not re_rendered else [completion[0] + 1, *completion[1:]]
+        prompt = prompt + served + ids(shape.tool_tokens)
+        return made
 
     call = ToolCallRecord(id="call_1", name="consult_safety_rules", arguments='{"query": "q"}')
     answer = "Here is a careful answer that explains the allowed part of the request. " * 4
@@ -93,6 +123,23 @@ def realistic_trace(seed: int, tokens_per_turn: int) -> Trace:
     )
 
 
+def schema_1_json(trace: Trace, *, newline: bool = False) -> bytes:
+    """The old stored form (every turn's whole prompt): the fast encoder without compaction."""
+    option = orjson.OPT_UTC_Z | (orjson.OPT_APPEND_NEWLINE if newline else 0)
+    return orjson.dumps(trace, default=_model_fields, option=option)
+
+
+@contextmanager
+def sinks_writing(encoder: Callable[..., bytes]) -> Iterator[None]:
+    """Let the sinks serialise with ``encoder`` (the old format's) for the runs inside."""
+    real = _sinks.trace_json
+    _sinks.trace_json = encoder
+    try:
+        yield
+    finally:
+        _sinks.trace_json = real
+
+
 @dataclass(frozen=True)
 class Config:
     name: str
@@ -102,11 +149,23 @@ class Config:
     suffix: str
 
 
-def run_once(config: Config, traces: list[Trace], folder: Path) -> tuple[float, int]:
+def run_once(
+    config: Config, traces: list[Trace], folder: Path, schema_version: int
+) -> tuple[float, int]:
     """Write every trace once; return (traces per second, fsync calls made)."""
     path = folder / f"{new_trace_id()}{config.suffix}"
     # Fresh ids per run: SQLite refuses a trace_id it already stored.
-    batch = [t.model_copy(update={"trace_id": new_trace_id()}) for t in traces]
+    batch = [
+        t.model_copy(update={"trace_id": new_trace_id(), "schema_version": schema_version})
+        for t in traces
+    ]
+    encoder = trace_json if schema_version == 2 else schema_1_json
+    with sinks_writing(encoder):
+        return _write_all(config, batch, path)
+
+
+def _write_all(config: Config, batch: list[Trace], path: Path) -> tuple[float, int]:
+    folder = path.parent
     shards = [batch[i :: config.threads] for i in range(config.threads)]
     shared = config.make_sink(path) if config.shared else None
     sinks = [shared or config.make_sink(path) for _ in range(config.threads)]
@@ -186,36 +245,62 @@ def main() -> None:
     parser.add_argument("--traces", type=int, default=2000, help="traces per configuration")
     parser.add_argument("--repeats", type=int, default=3, help="runs per configuration")
     parser.add_argument("--threads", type=int, default=64, help="writers in the threaded runs")
-    parser.add_argument("--tokens-per-turn", type=int, default=150)
+    parser.add_argument("--prompt-tokens", type=int, default=400, help="the first turn's prompt")
+    parser.add_argument("--completion-tokens", type=int, default=60, help="sampled per turn")
+    parser.add_argument("--tool-tokens", type=int, default=120, help="tool result between turns")
+    parser.add_argument(
+        "--non-extending", type=float, default=0.15, help="share of re-rendering traces"
+    )
     parser.add_argument("--dir", type=Path, default=None, help="folder to write in (a temp dir)")
     args = parser.parse_args()
 
-    traces = [realistic_trace(seed, args.tokens_per_turn) for seed in range(args.traces)]
-    size = len(traces[0].model_dump_json()) + 1
+    shape = Shape(args.prompt_tokens, args.completion_tokens, args.tool_tokens, args.non_extending)
+    traces = [realistic_trace(seed, shape) for seed in range(args.traces)]
+    old = [t.model_copy(update={"schema_version": 1}) for t in traces]
+    new_size = statistics.mean(len(trace_json(t, newline=True)) for t in traces)
+    old_size = statistics.mean(len(schema_1_json(t, newline=True)) for t in old)
     pydantic_rate = _serialise_rate(traces, lambda trace: trace.model_dump_json())
     sink_rate = _serialise_rate(traces, trace_json)
+    old_rate = _serialise_rate(old, schema_1_json)
 
     if args.dir is not None:
         args.dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="trace-append-") as tmp:
         folder = Path(tmp)
         print(
-            f"{args.traces} traces of {size} bytes, median of {args.repeats} runs, in {folder}"
+            f"{args.traces} traces, median of {args.repeats} runs, in {folder}"
             f" (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus)"
         )
         print(
-            f"serialising alone: model_dump_json {pydantic_rate:.0f} traces/s, the sinks'"
-            f" trace_json {sink_rate:.0f} traces/s ({sink_rate / pydantic_rate:.2f}x)"
+            f"bytes per trace: schema 2 {new_size:.0f}, schema 1 {old_size:.0f}"
+            f" ({new_size / old_size:.2f}x)"
         )
-        print(f"{'configuration':44} {'traces/s':>9} {'ratio':>6} {'traces/fsync':>13}")
+        print(
+            f"serialising alone: model_dump_json {pydantic_rate:.0f} traces/s, the sinks'"
+            f" trace_json {sink_rate:.0f} traces/s ({sink_rate / pydantic_rate:.2f}x),"
+            f" schema 1 {old_rate:.0f} traces/s (schema 2 / 1: {sink_rate / old_rate:.2f}x)"
+        )
+        print(
+            f"{'configuration':40} {'schema 2/s':>10} {'schema 1/s':>10} {'2 / 1':>6}"
+            f" {'ratio':>6} {'traces/fsync':>13}"
+        )
         baseline: float | None = None
         for config in configs(args.threads):
-            runs = [run_once(config, traces, folder) for _ in range(args.repeats)]
-            rate = statistics.median(r for r, _ in runs)
-            fsyncs = statistics.median(f for _, f in runs)
-            baseline = baseline or rate
+            # The formats take turns, so both meet the same machine (load drifts during a run).
+            runs: dict[int, list[tuple[float, int]]] = {2: [], 1: []}
+            for _ in range(args.repeats):
+                for version, done in runs.items():
+                    done.append(run_once(config, traces, folder, version))
+            rates = {
+                version: statistics.median(r for r, _ in done) for version, done in runs.items()
+            }
+            fsyncs = statistics.median(f for _, f in runs[2])
+            baseline = baseline or rates[2]
             per_sync = f"{args.traces / fsyncs:13.1f}" if fsyncs else f"{'-':>13}"
-            print(f"{config.name:44} {rate:9.0f} {rate / baseline:6.2f} {per_sync}")
+            print(
+                f"{config.name:40} {rates[2]:10.0f} {rates[1]:10.0f} {rates[2] / rates[1]:6.2f}"
+                f" {rates[2] / baseline:6.2f} {per_sync}"
+            )
 
 
 if __name__ == "__main__":

@@ -52,3 +52,23 @@ def test_runtime_import_is_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     assert out.stdout.strip() == ""
+
+
+def test_every_folder_of_shipped_files_is_a_declared_package() -> None:
+    # setuptools warns (a screen per folder, on every install) about an importable folder that is
+    # not in `packages`, and may stop shipping its files; a new rule pack must be declared.
+    import tomllib
+
+    setup = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    declared = set(setup["packages"])
+    roots = {name: REPO_ROOT / folder for name, folder in setup["package-dir"].items()}
+    missing = []
+    for name, folder in roots.items():
+        for sub in sorted(p for p in folder.rglob("*") if p.is_dir()):
+            parts = sub.relative_to(folder).parts
+            if "__pycache__" in parts or not all(part.isidentifier() for part in parts):
+                continue
+            dotted = ".".join((name, *parts))
+            if dotted not in declared and dotted not in roots and any(sub.iterdir()):
+                missing.append(dotted)
+    assert not missing, f"add to [tool.setuptools] packages in pyproject.toml: {missing}"

@@ -1,6 +1,6 @@
 """Traces: the record of every agent run (schema), where they are written (sinks), how they are read."""
 
-from safe_context_agent.traces._export import ExportReport, export_features, export_traces
+from safe_context_agent.traces._export import ExportReport, export_traces
 from safe_context_agent.traces._reader import (
     SkippedRecord,
     TraceReadReport,
@@ -8,6 +8,7 @@ from safe_context_agent.traces._reader import (
     group_traces,
     read_traces,
 )
+from safe_context_agent.traces._rows import export_features
 from safe_context_agent.traces._schema import (
     TRACE_SCHEMA_VERSION,
     Consultation,

@@ -1,6 +1,6 @@
 """Trace to JSON, fast enough that writing traces never limits the agent.
 
-Pydantic's ``model_dump_json`` spends most of a 17 kB trace on the token-id and logprob arrays;
+Pydantic's ``model_dump_json`` spends most of a trace on the token-id and logprob arrays;
 orjson writes the same bytes about twice as fast. The fast path walks the models through their
 ``__dict__`` (plus extra and computed fields, as pydantic would) and keeps pydantic's formats
 (``Z`` for UTC, ``null`` for NaN/inf), so both paths produce byte-identical JSON — a test holds
@@ -20,7 +20,7 @@ from pydantic_core import PydanticSerializationError
 
 from safe_context_agent._sanitize import repair_tree
 from safe_context_agent.errors import TraceError
-from safe_context_agent.traces._schema import Trace
+from safe_context_agent.traces._schema import Trace, stored_turns
 
 __all__ = ["trace_json"]
 
@@ -40,11 +40,19 @@ def _model_fields(obj: object) -> dict[str, Any]:
     return fields
 
 
+def _stored_fields(obj: object) -> dict[str, Any]:
+    fields = _model_fields(obj)
+    if isinstance(obj, Trace) and obj.turns:
+        # As Trace's serializer does: later turns store only the prompt ids they add.
+        fields = {**fields, "turns": stored_turns([_model_fields(turn) for turn in obj.turns])}
+    return fields
+
+
 def trace_json(trace: Trace, *, newline: bool = False) -> bytes:
     """The trace as ``model_dump_json()`` writes it, as UTF-8 bytes (plus ``\\n`` if asked)."""
     option = _OPTIONS | orjson.OPT_APPEND_NEWLINE if newline else _OPTIONS
     try:
-        return orjson.dumps(trace, default=_model_fields, option=option)
+        return orjson.dumps(trace, default=_stored_fields, option=option)
     except orjson.JSONEncodeError as exc:
         if "surrogates" in str(exc):
             # Rare (the graph repairs its input already): a lone surrogate from a caller's

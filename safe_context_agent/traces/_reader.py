@@ -27,6 +27,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from safe_context_agent.errors import TraceError
+from safe_context_agent.traces._rows import (
+    EXPORT_SCHEMA_VERSION,
+    VERSION_COLUMN,
+    is_export_row,
+    trace_data_from_row,
+)
 from safe_context_agent.traces._schema import TRACE_SCHEMA_VERSION, Trace
 from safe_context_agent.traces._sinks import (
     JSONL_SUFFIXES,
@@ -304,15 +310,10 @@ def _decode_record(location: str, raw: _Raw) -> Trace:
     if not isinstance(data, dict):
         raise _Malformed(f"expected a JSON object (one trace), found {type(data).__name__}")
     trace_id = data.get("trace_id") if isinstance(data.get("trace_id"), str) else None
-    # Export builds on the reader, so the reader imports the export row format lazily.
-    from safe_context_agent.traces import _export
-
-    if _export.is_export_row(data):
-        _check_version(
-            location, trace_id, _export.VERSION_COLUMN, data, _export.EXPORT_SCHEMA_VERSION
-        )
+    if is_export_row(data):
+        _check_version(location, trace_id, VERSION_COLUMN, data, EXPORT_SCHEMA_VERSION)
         try:
-            data = _export.trace_data_from_row(data)
+            data = trace_data_from_row(data)
         except ValueError as exc:
             raise _Malformed(str(exc), trace_id) from None
     _check_version(location, trace_id, "schema_version", data, TRACE_SCHEMA_VERSION)

@@ -11,13 +11,25 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from itertools import pairwise
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    computed_field,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from safe_context_agent._sanitize import redact, redact_url
 
 __all__ = [
+    "ADDED_PROMPT_IDS",
+    "EXTENDS_PREVIOUS",
     "TRACE_SCHEMA_VERSION",
     "ConsultMode",
     "Consultation",
@@ -31,9 +43,20 @@ __all__ = [
     "ToolRun",
     "Trace",
     "new_trace_id",
+    "stored_turns",
 ]
 
-TRACE_SCHEMA_VERSION = 1
+TRACE_SCHEMA_VERSION = 2
+"""2: a later model turn stores only the prompt ids it adds (see :func:`stored_turns`).
+1: every turn stored its whole prompt. Both are read; a version-1 trace is read as version 2 (the
+two differ only in how the ids are stored, not in what they are)."""
+
+ADDED_PROMPT_IDS = "prompt_token_ids_added"
+"""The stored key of a later turn's prompt ids that follow the previous turn's prompt and
+completion (which the stored trace does not repeat)."""
+EXTENDS_PREVIOUS = "prompt_extends_previous"
+"""Stored as ``false`` on a later turn whose prompt does not start with the previous turn's prompt
+and completion (a chat template that re-renders earlier turns): its whole prompt is stored."""
 
 ConsultMode = Literal["adaptive", "never", "always"]
 FormatErrorKind = Literal[
@@ -51,6 +74,96 @@ def new_trace_id() -> str:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _ids(turn: Any, name: str) -> Any:
+    return turn.get(name) if isinstance(turn, dict) else getattr(turn, name, None)
+
+
+def _added_ids(turn: dict[str, Any], previous: dict[str, Any]) -> list[int] | None:
+    """The ids ``turn``'s prompt adds to the previous turn's prompt and completion, or None when
+    its prompt does not start with them (or ids are missing)."""
+    ids, before, sampled = (
+        turn.get("prompt_token_ids"),
+        previous.get("prompt_token_ids"),
+        previous.get("completion_token_ids"),
+    )
+    if ids is None or before is None or sampled is None:
+        return None
+    seen = len(before) + len(sampled)
+    if len(ids) < seen or ids[: len(before)] != before or ids[len(before) : seen] != sampled:
+        return None
+    return ids[seen:]
+
+
+def stored_turns(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The turns (as field dicts) in their stored form, schema version 2.
+
+    In a served conversation each later turn's prompt is the previous turn's prompt, its
+    completion, then what came since (the tool result and the chat scaffolding around it). Such a
+    turn stores only that last part, under :data:`ADDED_PROMPT_IDS`, in place of
+    ``prompt_token_ids``. A later turn whose prompt does not start so keeps its whole
+    ``prompt_token_ids`` and is flagged ``prompt_extends_previous: false``. The dicts given are
+    not changed.
+    """
+    stored = turns[:1]
+    for previous, turn in pairwise(turns):
+        added = _added_ids(turn, previous)
+        if added is not None:
+            turn = {
+                (ADDED_PROMPT_IDS if key == "prompt_token_ids" else key): (
+                    added if key == "prompt_token_ids" else value
+                )
+                for key, value in turn.items()
+            }
+        elif all(
+            ids is not None
+            for ids in (
+                turn.get("prompt_token_ids"),
+                previous.get("prompt_token_ids"),
+                previous.get("completion_token_ids"),
+            )
+        ):
+            turn = {**turn, EXTENDS_PREVIOUS: False}
+        stored.append(turn)
+    return stored
+
+
+def _whole_turns(turns: list[Any]) -> list[Any]:
+    """Undo :func:`stored_turns`: every turn with its whole ``prompt_token_ids`` again."""
+    whole: list[Any] = []
+    for position, turn in enumerate(turns):
+        if isinstance(turn, dict) and (ADDED_PROMPT_IDS in turn or EXTENDS_PREVIOUS in turn):
+            turn = {k: v for k, v in turn.items() if k != EXTENDS_PREVIOUS}
+            if ADDED_PROMPT_IDS in turn:
+                turn = _with_whole_prompt(position, turn, whole[-1] if whole else None)
+        whole.append(turn)
+    return whole
+
+
+def _with_whole_prompt(position: int, turn: dict[str, Any], previous: Any) -> dict[str, Any]:
+    where = f"turns.{position}.{ADDED_PROMPT_IDS}"
+    if turn.get("prompt_token_ids") is not None:
+        raise ValueError(
+            f"{where}: the turn also has prompt_token_ids; a stored turn has one of the two"
+        )
+    if previous is None:
+        raise ValueError(
+            f"{where}: the first turn has no earlier turn to add to; store its whole prompt in"
+            " prompt_token_ids"
+        )
+    parts = (
+        _ids(previous, "prompt_token_ids"),
+        _ids(previous, "completion_token_ids"),
+        turn[ADDED_PROMPT_IDS],
+    )
+    if not all(isinstance(part, list) for part in parts):
+        raise ValueError(
+            f"{where}: needs lists of token ids here and in the previous turn's prompt_token_ids"
+            " and completion_token_ids (the trace is damaged; re-collect it)"
+        )
+    fields = {key: value for key, value in turn.items() if key != ADDED_PROMPT_IDS}
+    return {"prompt_token_ids": parts[0] + parts[1] + parts[2], **fields}
 
 
 class _Record(BaseModel):
@@ -200,11 +313,24 @@ class Trace(_Record):
 
     @model_validator(mode="before")
     @classmethod
-    def _drop_derived_fields(cls, data: Any) -> Any:
+    def _from_stored_form(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
         # `consulted` and `rule_ids` are written for readers of the raw JSON; they are derived, so
         # a stored copy is dropped on read instead of being kept as an extra field.
-        if isinstance(data, dict) and ("consulted" in data or "rule_ids" in data):
-            data = {k: v for k, v in data.items() if k not in ("consulted", "rule_ids")}
+        data = {k: v for k, v in data.items() if k not in ("consulted", "rule_ids")}
+        if data.get("schema_version") == 1:
+            data["schema_version"] = TRACE_SCHEMA_VERSION
+        if isinstance(data.get("turns"), list):
+            data["turns"] = _whole_turns(data["turns"])
+        return data
+
+    @model_serializer(mode="wrap")
+    def _to_stored_form(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Every dump is the stored form, so model_dump_json() and the sinks write the same bytes.
+        data = handler(self)
+        if isinstance(data.get("turns"), list):
+            data["turns"] = stored_turns(data["turns"])
         return data
 
     @computed_field  # type: ignore[prop-decorator]

@@ -34,11 +34,11 @@ def test_it_is_a_structured_tool_with_content_and_artifact(keyword_retriever) ->
         "query": "building a gun",
         "category": None,
         "pack": "general",
-        "rules": [{"id": "weapons.no-building", "category": "weapons", "score": 0.9}],
+        "rules": [{"id": "weapons.no-building", "category": "weapons", "score": 1.0}],
     }
     assert retriever.queries == [("building a gun", None)]
     again = asyncio.run(tool.ainvoke(_call("kill a process")))
-    assert again.artifact["rules"][0]["id"] == "weapons.no-building"
+    assert again.artifact["rules"][0]["id"] == "benign.homonyms"
     assert CONSULT_TOOL["function"]["description"] == tool.description
 
 

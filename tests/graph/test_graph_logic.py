@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 
-from safe_context_agent import AgentConfig, build_graph
+from safe_context_agent import AgentConfig, SafeContextAgent, build_graph
 from safe_context_agent.errors import AgentRunError
 from safe_context_agent.graph import CONSULT_TOOL_NAME, AgentResources
+from safe_context_agent.testing import KeywordRetriever, MemorySink, ScriptedClient
 
 CALL = CONSULT_TOOL_NAME
 
@@ -202,17 +204,51 @@ def test_failing_sink_never_fails_the_run(make_agent, reply) -> None:
     assert h.agent.resources.sink.errors == 1
 
 
-def test_async_batch_runs_concurrently_and_keeps_order(make_agent, reply) -> None:
-    h = make_agent([reply(f"answer {i}") for i in range(6)])
+class _GatedClient(ScriptedClient):
+    """Holds each call until ``width`` calls are in flight at once (or 10 s pass), then lets
+    every call through: a batch that runs ``width`` runs at a time gets there, a serial one not."""
+
+    def __init__(self, replies, width: int) -> None:
+        super().__init__(replies)
+        self.width, self.in_flight, self.peak, self.opened = width, 0, 0, False
+
+    async def acomplete(self, kwargs, on_token=None):
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        self.opened = self.opened or self.in_flight >= self.width
+        try:
+            deadline = time.monotonic() + 10
+            while not self.opened and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+            return await super().acomplete(kwargs, on_token)
+        finally:
+            self.in_flight -= 1
+
+
+def test_async_batch_runs_concurrently_and_keeps_order(reply) -> None:
+    # Replies go to runs in the order they ask, which concurrency shuffles: each result is matched
+    # to its input through its trace (the prompt and sample_index it was given).
+    client = _GatedClient([reply(f"answer {i}") for i in range(6)], width=3)
+    sink = MemorySink()
+    agent = SafeContextAgent(
+        AgentConfig(base_url=client.base_url),
+        client=client,
+        retriever=KeywordRetriever(),
+        sink=sink,
+    )
     results = asyncio.run(
-        h.agent.abatch(
+        agent.abatch(
             [f"q{i}" for i in range(6)],
             max_concurrency=3,
             runs=[{"group_id": "g", "sample_index": i} for i in range(6)],
         )
     )
+    assert client.peak == 3  # three runs in flight at once, never more
+    traces = {trace.trace_id: trace for trace in sink.traces}
+    assert [traces[r.trace_id].prompt for r in results] == [f"q{i}" for i in range(6)]
+    assert [traces[r.trace_id].sample_index for r in results] == list(range(6))
+    assert [r.answer for r in results] == [traces[r.trace_id].answer for r in results]
     assert sorted(r.answer for r in results) == [f"answer {i}" for i in range(6)]
-    assert sorted(t.sample_index for t in h.sink.traces) == list(range(6))
 
 
 def test_stream_yields_node_updates_and_tokens(make_agent, reply) -> None:

@@ -20,17 +20,19 @@ from safe_context_agent.traces import (
 
 
 def build_trace(seed: int = 0, **overrides: Any) -> Trace:
-    """A run that consulted the rules once and then answered: two model turns with token ids."""
+    """A run that consulted the rules once and then answered: two model turns with token ids,
+    the second prompt extending the first prompt and completion as a served conversation does."""
     rng = random.Random(seed)
 
     def ids(n: int) -> list[int]:
         return [rng.randrange(49_152) for _ in range(n)]
 
+    prompt, call = ids(40), ids(12)
     turns = [
         ModelTurn(
             index=0,
-            prompt_token_ids=ids(40),
-            completion_token_ids=ids(12),
+            prompt_token_ids=prompt,
+            completion_token_ids=call,
             logprobs=[-rng.random() for _ in range(12)],
             tool_calls=[
                 ToolCallRecord(
@@ -43,7 +45,8 @@ def build_trace(seed: int = 0, **overrides: Any) -> Trace:
         ),
         ModelTurn(
             index=1,
-            prompt_token_ids=ids(90),
+            # As served: the first prompt and completion, then the tool result and scaffolding.
+            prompt_token_ids=prompt + call + ids(38),
             completion_token_ids=ids(20),
             logprobs=[-rng.random() for _ in range(20)],
             content="Lock picking is a legal hobby; here is how pin tumblers work.",

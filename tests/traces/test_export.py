@@ -19,7 +19,7 @@ from safe_context_agent.traces import (
     export_traces,
     read_traces,
 )
-from safe_context_agent.traces._export import COLUMNS
+from safe_context_agent.traces._rows import COLUMNS
 
 datasets = pytest.importorskip("datasets")
 

@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from safe_context_agent.errors import TraceError
-from safe_context_agent.traces import JsonlTraceSink, Outcome, Trace, group_traces, read_traces
+from safe_context_agent.traces import (
+    TRACE_SCHEMA_VERSION,
+    JsonlTraceSink,
+    Outcome,
+    Trace,
+    group_traces,
+    read_traces,
+)
 
 TraceFactory = Callable[..., Trace]
 
@@ -31,7 +38,7 @@ def test_a_schema_version_below_1_is_an_error(
     assert str(caught.value) == (
         f"{path}:1: trace {trace.trace_id} has schema_version {version}; versions start at 1, so"
         " the record is damaged or was not written by safe-context-agent; repair its"
-        " schema_version (1 to 1) or remove the record"
+        f" schema_version (1 to {TRACE_SCHEMA_VERSION}) or remove the record"
     )
 
 

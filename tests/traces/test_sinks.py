@@ -16,6 +16,7 @@ import pytest
 
 from safe_context_agent.errors import TraceError
 from safe_context_agent.traces import (
+    TRACE_SCHEMA_VERSION,
     JsonlTraceSink,
     MultiSink,
     SafeSink,
@@ -279,7 +280,7 @@ def test_sqlite_table_layout(tmp_path: Path, make_trace: TraceFactory) -> None:
         "smollm2",
         "adaptive",
         1,
-        1,
+        TRACE_SCHEMA_VERSION,
     )
     assert Trace.model_validate_json(row[8]) == trace
     assert ("traces_group",) in indexes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from collections.abc import Callable
@@ -12,7 +13,7 @@ import pytest
 from safe_context_training import ReplaySet, load_replay, replay_trajectory
 
 from safe_context_agent.errors import TraceError
-from safe_context_agent.traces import Outcome, PackRef
+from safe_context_agent.traces import JsonlTraceSink, Outcome, PackRef, read_traces
 
 
 def test_direct_run_is_one_sample_with_every_completion_token_trained(build: Any) -> None:
@@ -191,3 +192,32 @@ def test_one_pack_and_model_do_not_warn(write_traces: Callable[..., Path], build
 def test_no_paths_is_an_error() -> None:
     with pytest.raises(TraceError, match="no trace files given"):
         load_replay([])
+
+
+TRACE_DATA = Path(__file__).resolve().parent.parent / "traces" / "data"
+
+
+def _samples(replay: ReplaySet) -> list[list[dict[str, Any]]]:
+    return [
+        [json.loads(json.dumps(dataclasses.asdict(sample))) for sample in trajectory.samples]
+        for trajectory in replay.trajectories()
+    ]
+
+
+def test_replay_of_version_1_and_version_2_files_is_what_version_1_replay_made(
+    tmp_path: Path,
+) -> None:
+    # v1_replay.json holds the samples the schema-1 code made of v1_traces.jsonl (its writer).
+    old_file = TRACE_DATA / "v1_traces.jsonl"
+    expected = json.loads((TRACE_DATA / "v1_replay.json").read_text())
+    old = load_replay(old_file)
+    assert _samples(old) == expected
+    assert (old.report.concatenated, old.report.per_turn) == (3, 1)
+    new_file = tmp_path / "v2.jsonl"
+    with JsonlTraceSink(new_file) as sink:
+        for trace in read_traces(old_file):
+            sink.write(trace)
+    assert all(json.loads(line)["schema_version"] == 2 for line in new_file.open())
+    new = load_replay(new_file)
+    assert _samples(new) == expected
+    assert new.report.model_dump(exclude={"sources"}) == old.report.model_dump(exclude={"sources"})
