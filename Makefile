@@ -16,5 +16,7 @@ demo: setup
 test: setup server-env
 	.venv/bin/python -m pytest
 
+# ruff, then mypy on safe_context_agent/ and training/ (scripts/typecheck.py; tests/test_typecheck.py
+# runs the same check inside `make test`, so CI has it too).
 lint: setup
-	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/python scripts/typecheck.py

@@ -13,6 +13,7 @@ Heavy dependencies (torch, sentence-transformers, FAISS, vLLM) load only when fi
 
 from safe_context_agent._agent import AgentResult, SafeContextAgent
 from safe_context_agent._collect import CollectReport, PromptRecord, collect_traces, load_prompts
+from safe_context_agent._version import __version__ as __version__
 from safe_context_agent.config import AgentConfig, SamplingParams
 from safe_context_agent.errors import SafeContextError
 from safe_context_agent.graph import AgentState, RunSummary, build_graph
@@ -35,8 +36,6 @@ __all__ = [
     "load_prompts",
     "make_consult_tool",
 ]
-
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> object:

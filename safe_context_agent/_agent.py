@@ -7,24 +7,31 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.messages import AnyMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
+from langgraph.types import Checkpointer, StreamMode
 
 from safe_context_agent.config import AgentConfig
 from safe_context_agent.graph import (
     STREAM_TOKENS_KEY,
     AgentResources,
     ModelClient,
+    Retriever,
     RunInput,
     build_graph,
 )
+from safe_context_agent.traces import TraceSink
 
 __all__ = ["AgentResult", "SafeContextAgent"]
 
 Prompt = str | Sequence[AnyMessage]
+
+
+def _stream_modes(tokens: bool) -> list[StreamMode]:
+    return ["updates", "custom"] if tokens else ["updates"]
 
 
 @dataclass(frozen=True)
@@ -52,10 +59,10 @@ class SafeContextAgent:
         config: AgentConfig | None = None,
         *,
         tools: Sequence[BaseTool | Callable[..., Any]] | None = None,
-        sink: Any = None,
+        sink: TraceSink | None = None,
         client: ModelClient | None = None,
-        retriever: Any = None,
-        checkpointer: Any = None,
+        retriever: Retriever | None = None,
+        checkpointer: Checkpointer = None,
     ) -> None:
         self.config = config or AgentConfig()
         self.resources = AgentResources(self.config, sink=sink, retriever=retriever)
@@ -98,14 +105,24 @@ class SafeContextAgent:
         )
 
     def close(self) -> None:
-        """Flush and close the trace sink."""
+        """Flush and close the trace sink, and close the model client the agent made."""
         self.resources.close()
+
+    async def aclose(self) -> None:
+        """:meth:`close` from async code (the client's connections on this loop close too)."""
+        await self.resources.aclose()
 
     def __enter__(self) -> SafeContextAgent:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    async def __aenter__(self) -> SafeContextAgent:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     def prepare(self) -> None:
         """Open the rule index now instead of on the first consultation (it loads the embedder)."""
@@ -136,11 +153,14 @@ class SafeContextAgent:
     ) -> Iterator[tuple[str, Any]]:
         """Yield ``("updates", {node: update})`` after each node and, with ``tokens``,
         ``("custom", {"type": "token", "turn": i, "text": ...})`` as the model writes."""
-        modes = ["updates", "custom"] if tokens else ["updates"]
-        yield from self.graph.stream(
-            self._input(prompt, run),
-            self._config(thread_id, stream_tokens=tokens),
-            stream_mode=modes,
+        # With a list of modes LangGraph yields (mode, chunk) pairs; its types say chunks.
+        yield from cast(
+            "Iterator[tuple[str, Any]]",
+            self.graph.stream(
+                self._input(prompt, run),
+                self._config(thread_id, stream_tokens=tokens),
+                stream_mode=_stream_modes(tokens),
+            ),
         )
 
     async def astream(
@@ -151,12 +171,15 @@ class SafeContextAgent:
         run: RunInput | None = None,
         tokens: bool = True,
     ) -> AsyncIterator[tuple[str, Any]]:
-        modes = ["updates", "custom"] if tokens else ["updates"]
-        async for item in self.graph.astream(
-            self._input(prompt, run),
-            self._config(thread_id, stream_tokens=tokens),
-            stream_mode=modes,
-        ):
+        pairs = cast(
+            "AsyncIterator[tuple[str, Any]]",
+            self.graph.astream(
+                self._input(prompt, run),
+                self._config(thread_id, stream_tokens=tokens),
+                stream_mode=_stream_modes(tokens),
+            ),
+        )
+        async for item in pairs:
             yield item
 
     # -- many runs ------------------------------------------------------------------------------

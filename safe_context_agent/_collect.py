@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from safe_context_agent._agent import SafeContextAgent
 from safe_context_agent.config import AgentConfig, validate_settings
@@ -84,9 +84,9 @@ def load_prompts(path: str | Path) -> list[PromptRecord]:
         for number, row in rows:
             try:
                 records.append(PromptRecord.model_validate(row))
-            except ValueError as exc:
+            except ValidationError as exc:
                 raise ConfigError(
-                    f"{source}:{number}: each record needs a non-empty 'prompt' field ({exc.errors()[0]['msg']})"  # type: ignore[attr-defined]
+                    f"{source}:{number}: each record needs a non-empty 'prompt' field ({exc.errors()[0]['msg']})"
                 ) from None
     else:
         raise ConfigError(f"{source}: unsupported prompts file; use .jsonl, .csv or .txt")

@@ -137,7 +137,10 @@ class _Groups:
         return cls(codes=np.zeros(size, dtype=np.intp), sizes=np.array([size], dtype=np.int64))
 
     def sums(self, values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        return np.bincount(self.codes, weights=values, minlength=self.count)
+        # float64 already (weights are); numpy's stubs type every bincount as integer counts.
+        return np.bincount(self.codes, weights=values, minlength=self.count).astype(
+            np.float64, copy=False
+        )
 
     def means(self, values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         return self.sums(values) / self.sizes

@@ -33,6 +33,7 @@ from safe_context_training._trainer import IFPOConfig, IFPOTrainer, load_policy
 from safe_context_agent import AgentConfig, SafeContextAgent, SamplingParams
 from safe_context_agent.errors import AgentRunError, ConfigError, ServeError
 from safe_context_agent.eval import EvalPrompt, load_suite
+from safe_context_agent.graph import Retriever, RunInput
 from safe_context_agent.traces import JsonlTraceSink, MultiSink, Trace, TraceSink
 
 __all__ = [
@@ -168,7 +169,7 @@ class OnlineSource:
         self._collected_by: str | None = None
         self._loaded: list[str] = []
         self._groups: dict[str, list[ReplayTrajectory]] = {}
-        self._retriever: Any = None
+        self._retriever: Retriever | None = None
         self._collections = 0
 
     @staticmethod
@@ -218,7 +219,8 @@ class OnlineSource:
     def after_step(self, trainer: IFPOTrainer) -> None:
         name = f"{self.adapter_prefix}_v{trainer.state.global_step}"
         folder = self.output_dir / "adapters" / name
-        trainer.model.save_pretrained(str(folder))
+        model: Any = trainer.model  # a PeftModel: save_pretrained writes the adapter alone
+        model.save_pretrained(str(folder))
         self.load(name, folder)
 
     # -- collection and serving ---------------------------------------------------------------
@@ -242,7 +244,7 @@ class OnlineSource:
         if config.mode != "never" and self._retriever is None:
             self._retriever = agent.resources.retriever
         texts: list[str] = []
-        runs: list[dict[str, Any]] = []
+        runs: list[RunInput] = []
         for key in keys:
             prompt = self.prompts[key]
             metadata = {"label": prompt.label, "prompt_id": key, "policy": self._policy}
@@ -339,6 +341,8 @@ def run_online(
         )
     if args.max_steps is None or args.max_steps < 1:
         raise ConfigError("online training needs args.max_steps >= 1 (the number of updates)")
+    if args.output_dir is None or args.num_generations is None:
+        raise ConfigError("online training needs args.output_dir and args.num_generations set")
     items = (
         load_suite("generic", Path(prompts))
         if isinstance(prompts, str | os.PathLike)

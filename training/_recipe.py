@@ -36,11 +36,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from safe_context_agent._io import write_atomic
 from safe_context_agent.config import AgentConfig, SamplingParams
 from safe_context_agent.errors import ConfigError
 from safe_context_agent.eval import EvalConfig, EvalPrompt, EvalReport, run_eval
 from safe_context_agent.serve import TRAINED_TEMPLATE_KWARGS, Endpoint, model_endpoint
-from safe_context_agent.traces import JsonlTraceSink, read_traces
+from safe_context_agent.traces import ConsultMode, JsonlTraceSink, read_traces
 
 __all__ = [
     "QUICK_RECIPE",
@@ -91,6 +92,10 @@ DEFAULT_DEV_COUNTS: dict[str, int] = {
 """Evaluation prompts per suite (dev split), in each of the three modes."""
 
 
+def _every_mode() -> list[ConsultMode]:
+    return ["never", "always", "adaptive"]
+
+
 class RecipeConfig(BaseModel):
     """Every choice of the recipe; ``sca train recipe`` builds it from its options."""
 
@@ -115,9 +120,7 @@ class RecipeConfig(BaseModel):
     lora_r: int = Field(default=16, ge=1, le=64, description="LoRA rank (<= the server's max).")
     threads: int | None = Field(default=None, ge=1, description="torch threads (all cores).")
     eval_max_tokens: int = Field(default=64, ge=1, description="Tokens per model turn in evals.")
-    eval_modes: list[Literal["never", "always", "adaptive"]] = Field(
-        default_factory=lambda: ["never", "always", "adaptive"]
-    )
+    eval_modes: list[Literal["never", "always", "adaptive"]] = Field(default_factory=_every_mode)
     rl_steps: int = Field(default=4, ge=0, description="Online RL updates per arm (0: no RL).")
     rl_group_size: int = Field(default=8, ge=2, description="Samples per prompt (G).")
     rl_prompts_per_step: int = Field(default=2, ge=1)
@@ -207,9 +210,7 @@ class _Run:
             finished_at=datetime.now(UTC),
             outputs=outputs,
         )
-        tmp = self.stages_dir / f".{name}.json.tmp"
-        tmp.write_text(record.model_dump_json(indent=2), encoding="utf-8")
-        tmp.replace(self.stages_dir / f"{name}.json")
+        write_atomic(self.stages_dir / f"{name}.json", record.model_dump_json(indent=2))
         self.say(f"[{name}] finished in {record.seconds:.0f} s")
         self.records.append(record)
         return record
@@ -375,7 +376,8 @@ def run_recipe(
         return {"model": model, "reports": reports}
 
     def online_stage(algo: Literal["ifpo", "grpo"]) -> dict[str, Any]:
-        from safe_context_training import IFPOConfig, run_online
+        from safe_context_training._online import run_online
+        from safe_context_training._trainer import IFPOConfig
 
         prompts = train_prompts(config.seed + 1)
         with run.endpoint() as endpoint:

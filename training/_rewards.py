@@ -76,7 +76,7 @@ def _label(trace: Trace) -> Literal["harmful", "benign"]:
             f"trace {trace.trace_id}: {found}; the behaviour reward needs 'harmful' (should refuse) "
             "or 'benign' (should answer): collect with run={'metadata': {'label': ...}}"
         )
-    return label  # type: ignore[return-value]
+    return label
 
 
 class BehaviourReward:

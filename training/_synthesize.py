@@ -38,7 +38,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 from safe_context_training._refusals import pick_rules, refusal_parts, write_refusal
@@ -65,6 +65,9 @@ from safe_context_agent.traces import (
     Trace,
     read_traces,
 )
+
+if TYPE_CHECKING:
+    from safe_context_agent.rules import RuleIndex
 
 __all__ = [
     "RISKY_SUITES",
@@ -251,7 +254,7 @@ class _Builder:
         """The messages up to the tool result of a consultation that retrieved ``results``."""
         call_id = "call_0"
         arguments = json.dumps({"query": query}, ensure_ascii=False)
-        messages = [
+        messages: list[dict[str, Any]] = [
             {"role": "system", "content": self.config.system_prompt},
             {"role": "user", "content": prompt.prompt},
             {
@@ -650,7 +653,10 @@ async def asynthesize(
                 retrieved = [r.rule for r in results]
                 disallowing, allowing = pick_rules(retrieved)
                 if disallowing is None:  # the shown rules allow; ground in the pack's nearest ban
-                    wider = [r.rule for r in resources.retriever.consult(query, k=12)]
+                    # The pack's own index (these resources were made from the pack alone):
+                    # refusals are grounded in whole rules, rationale included.
+                    index = cast("RuleIndex", resources.retriever)
+                    wider = [r.rule for r in index.consult(query, k=12)]
                     disallowing, _ = pick_rules(wider)
                 if disallowing is None:
                     dropped[kind] += 1

@@ -10,13 +10,14 @@ import typer
 from safe_context_agent.cli._common import cli_errors, setup_logging
 from safe_context_agent.config import AgentConfig, validate_settings
 from safe_context_agent.errors import ConfigError
-from safe_context_agent.eval._loaders import SUITES
-from safe_context_agent.eval._report import EvalReport, report_markdown
-from safe_context_agent.eval._runner import (
+from safe_context_agent.eval import (
     SUITE_ALIASES,
+    SUITES,
     EvalConfig,
+    EvalReport,
     SuiteSource,
     parse_modes,
+    report_markdown,
     rewrite_report,
     run_eval,
 )

@@ -46,11 +46,6 @@ _IndexDirOption = Annotated[
 _JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 
-# The same one-line, redacted error form as every other command (kept under this name for the
-# commands of this module).
-_errors_as_one_line = cli_errors
-
-
 def _config(strategy: _Strategy, model: str | None, index_dir: Path | None) -> Any:
     from safe_context_agent.rules import IndexConfig
 
@@ -62,7 +57,7 @@ def validate(pack: _Pack) -> None:
     """Check a pack against the format; print a summary, or the first problem and exit 2."""
     from safe_context_agent.rules import load_rule_pack
 
-    with _errors_as_one_line():
+    with cli_errors():
         loaded = load_rule_pack(pack)
     typer.echo(
         f"ok: pack '{loaded.name}' {loaded.manifest.version}: {len(loaded.rules)} rules in "
@@ -81,7 +76,7 @@ def build(
     """Build the pack's index, or confirm that the one on disk is fresh."""
     from safe_context_agent.rules import open_index
 
-    with _errors_as_one_line():
+    with cli_errors():
         index = open_index(pack, _config(strategy, model, index_dir), rebuild=rebuild)
     m = index.manifest
     action = "loaded" if index.loaded_from_disk else f"built ({index.built_because})"
@@ -102,11 +97,11 @@ def stats(
     """Rules per category and severity, the content hash, and the state of the index on disk."""
     from safe_context_agent.rules import inspect_index, load_rule_pack
 
-    with _errors_as_one_line():
+    with cli_errors():
         loaded = load_rule_pack(pack)
         inspection = inspect_index(loaded, _config(strategy, model, index_dir))
     severities = Counter(rule.severity for rule in loaded.rules)
-    report = {
+    report: dict[str, Any] = {
         "pack": loaded.name,
         "version": loaded.manifest.version,
         "path": str(loaded.path),
@@ -162,7 +157,7 @@ def search(
     """Consult a pack the way the agent does and print the rules it would see."""
     from safe_context_agent.rules import open_index
 
-    with _errors_as_one_line():
+    with cli_errors():
         index = open_index(pack, _config(strategy, model, index_dir))
         hits = index.consult(query, k=k, categories=category or None, min_score=min_score)
     if as_json:

@@ -143,7 +143,7 @@ def audit(
     """Per rule, from traces: retrievals by rank and score, benign vs harmful share, refusals
     that followed, over-refusal attribution, safety credit; and the rules that are over-broad,
     dead, or the consultations the pack had no rule for."""
-    from safe_context_agent.judges import make_judge
+    from safe_context_agent.judges import JudgeKind, make_judge
     from safe_context_agent.rules import (
         AuditConfig,
         audit_markdown,
@@ -153,10 +153,11 @@ def audit(
     )
 
     with cli_errors():
-        if judge not in ("pattern", "llm"):
+        kinds: tuple[JudgeKind, ...] = ("pattern", "llm")
+        if judge not in kinds:
             raise ConfigError(f"--judge {judge!r}: use pattern or llm")
         refusal_judge = make_judge(
-            judge,  # type: ignore[arg-type]
+            judge,
             base_url=judge_base_url,
             model=judge_model,
             api_key_env=judge_api_key_env,

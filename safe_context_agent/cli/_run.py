@@ -7,11 +7,9 @@ from pathlib import Path
 
 import typer
 
-from safe_context_agent._agent import SafeContextAgent
-from safe_context_agent._collect import collect_traces, load_prompts
+from safe_context_agent import AgentConfig, SafeContextAgent, collect_traces, load_prompts
 from safe_context_agent._sanitize import redact_url
 from safe_context_agent.cli._common import cli_errors, setup_logging
-from safe_context_agent.config import AgentConfig
 from safe_context_agent.serve import model_endpoint
 
 __all__ = ["collect", "demo", "run"]

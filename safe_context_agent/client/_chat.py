@@ -7,7 +7,6 @@ The ``openai`` SDK does the transport (its own timeouts and retries); vLLM's ext
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import functools
 import importlib.metadata
@@ -15,7 +14,6 @@ import ipaddress
 import logging
 import time
 import uuid
-import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +21,7 @@ from urllib.parse import urlsplit
 
 import openai
 
+from safe_context_agent._openai_clients import OpenAIClients
 from safe_context_agent._sanitize import redact, split_url_credentials
 from safe_context_agent.client._parse import find_text_tool_calls
 from safe_context_agent.config import AgentConfig
@@ -277,60 +276,25 @@ class ChatClient:
             self._headers = {"Authorization": f"Basic {token}"}
             secrets += [credentials[1], token]
         self._secrets = tuple(s for s in secrets if s and s != "EMPTY")
-        self._sync: openai.OpenAI | None = None
-        self._async_by_loop: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, openai.AsyncOpenAI
-        ] = weakref.WeakKeyDictionary()
+        self._clients = OpenAIClients(self._client_options)
+
+    def _client_options(self) -> dict[str, Any]:
+        return {
+            "base_url": self.base_url,
+            "api_key": self.config.api_key(),
+            "timeout": self.config.request_timeout_s,
+            "max_retries": self.config.max_retries,
+            "default_headers": self._headers,
+        }
 
     @property
     def sync_client(self) -> openai.OpenAI:
-        if self._sync is None:
-            self._sync = openai.OpenAI(
-                base_url=self.base_url,
-                api_key=self.config.api_key(),
-                timeout=self.config.request_timeout_s,
-                max_retries=self.config.max_retries,
-                default_headers=self._headers,
-            )
-        return self._sync
-
-    def _new_async_client(self) -> openai.AsyncOpenAI:
-        # The HTTP client is the SDK's default one without its finaliser, which would schedule
-        # closing a dead loop's connections on whatever loop is running when it is collected;
-        # those connections go with their loop instead.
-        return openai.AsyncOpenAI(
-            base_url=self.base_url,
-            api_key=self.config.api_key(),
-            timeout=self.config.request_timeout_s,
-            max_retries=self.config.max_retries,
-            default_headers=self._headers,
-            http_client=openai.DefaultAsyncHttpxClient(timeout=self.config.request_timeout_s),
-        )
+        return self._clients.sync
 
     @property
     def async_client(self) -> openai.AsyncOpenAI:
-        """The async client of the running event loop (one per loop, made on first use).
-
-        Pooled connections belong to the loop that opened them: an agent used from two
-        ``asyncio.run`` calls in turn would otherwise reuse a dead loop's connections and fail
-        with "Event loop is closed".
-        """
-        loop = asyncio.get_running_loop()
-        client = self._async_by_loop.get(loop)
-        if client is None:
-            client = self._async_by_loop.setdefault(loop, self._new_async_client())
-        return client
-
-    async def _aclient(self) -> openai.AsyncOpenAI:
-        """:attr:`async_client`, made in a worker thread when it is new: building an HTTP client
-        reads the CA bundle from disk, which must not block the event loop (LangGraph Server's
-        blocking-call detector fails the run that does)."""
-        loop = asyncio.get_running_loop()
-        client = self._async_by_loop.get(loop)
-        if client is None:
-            made = await asyncio.to_thread(self._new_async_client)
-            client = self._async_by_loop.setdefault(loop, made)
-        return client
+        """The async client of the running event loop (one per loop, made on first use)."""
+        return self._clients.for_running_loop()
 
     def request(
         self, messages: Sequence[dict[str, Any]], tools: list[dict[str, Any]] | None
@@ -384,7 +348,7 @@ class ChatClient:
         started = time.perf_counter()
         assembler = _StreamAssembler()
         try:
-            chunks = await (await self._aclient()).chat.completions.create(
+            chunks = await (await self._clients.aget()).chat.completions.create(
                 **kwargs, stream=True, stream_options={"include_usage": True}
             )
             async for chunk in chunks:
@@ -418,7 +382,7 @@ class ChatClient:
             return reply
         started = time.perf_counter()
         try:
-            response = await (await self._aclient()).chat.completions.create(**kwargs)
+            response = await (await self._clients.aget()).chat.completions.create(**kwargs)
         except openai.OpenAIError as exc:
             raise self._error(exc) from exc
         return reply_from_response(response.model_dump(), time.perf_counter() - started)
@@ -426,6 +390,16 @@ class ChatClient:
     def _error(self, exc: openai.OpenAIError) -> ModelCallError:
         return _model_call_error(exc, self.base_url, self.config.model, self._secrets)
 
+    @property
+    def closed(self) -> bool:
+        """True when no connection is open (nothing called yet, or closed since)."""
+        return self._clients.closed
+
     def close(self) -> None:
-        if self._sync is not None:
-            self._sync.close()
+        """Close the sync connections; async ones close with their loop, or with :meth:`aclose`.
+        The client stays usable: a later call opens new connections."""
+        self._clients.close()
+
+    async def aclose(self) -> None:
+        """Close the running loop's connections and the sync ones."""
+        await self._clients.aclose()

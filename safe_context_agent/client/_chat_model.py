@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
@@ -78,9 +78,12 @@ class ChatVLLM(BaseChatModel):
     def _identifying_params(self) -> dict[str, Any]:
         return {"model": self.model, "base_url": self.base_url, "temperature": self.temperature}
 
-    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = super()._get_ls_params(stop=stop, **kwargs)
-        params.update(ls_provider="vllm", ls_model_name=self._resolved_model or self.model)
+        params["ls_provider"] = "vllm"
+        model = self._resolved_model or self.model
+        if model:
+            params["ls_model_name"] = model
         return params
 
     # -- the client ------------------------------------------------------------------------
@@ -252,11 +255,11 @@ class ChatVLLM(BaseChatModel):
     ) -> Runnable[LanguageModelInput, AIMessage]:
         """Offer ``tools`` (LangChain tools, functions, pydantic models or OpenAI dicts)."""
         formatted = [convert_to_openai_tool(tool) for tool in tools]
-        if tool_choice is not None and tool_choice not in ("auto", "none", "required"):
-            tool_choice = {"type": "function", "function": {"name": tool_choice}}  # type: ignore[assignment]
         bound: dict[str, Any] = {"tools": formatted, **kwargs}
-        if tool_choice is not None:
+        if tool_choice in ("auto", "none", "required"):
             bound["tool_choice"] = tool_choice
+        elif tool_choice is not None:  # a tool's name: that tool, by OpenAI's object form
+            bound["tool_choice"] = {"type": "function", "function": {"name": tool_choice}}
         return self.bind(**bound)
 
 

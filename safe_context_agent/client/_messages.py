@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from langchain_core.messages import (
     AIMessage,
-    AnyMessage,
     BaseMessage,
     HumanMessage,
     SystemMessage,
@@ -132,7 +132,7 @@ def to_wire(message: BaseMessage) -> dict[str, Any] | None:
     return {"role": "user", "content": message.text}  # ChatMessage and friends: as user text
 
 
-def history_to_wire(messages: list[AnyMessage], system: str | None) -> list[dict[str, Any]]:
+def history_to_wire(messages: Sequence[BaseMessage], system: str | None) -> list[dict[str, Any]]:
     """``messages`` in OpenAI form with one system message first: ``system`` and the text of the
     history's own system messages, joined."""
     texts = [system] if system else []

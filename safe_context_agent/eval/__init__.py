@@ -37,9 +37,9 @@ from safe_context_agent.eval._report import (
     build_report,
     report_markdown,
     summarize,
-    write_report,
 )
 from safe_context_agent.eval._runner import (
+    SUITE_ALIASES,
     TRACES_FILE,
     EvalConfig,
     EvalResult,
@@ -57,10 +57,12 @@ from safe_context_agent.eval._splits import (
     prompt_split,
     select_split,
 )
+from safe_context_agent.eval._write import write_report
 
 __all__ = [
     "SPLIT_SHARES",
     "SUITES",
+    "SUITE_ALIASES",
     "TRACES_FILE",
     "EvalCell",
     "EvalConfig",

@@ -108,7 +108,10 @@ def _fixed(
     return SuiteSpec(name, description, MappingProxyType(columns), label=label, finish=finish)
 
 
-_JBB_COLUMNS = {"id": "index", "prompt": "goal", "category": "category"}
+def _jailbreakbench(name: str, description: str, label: EvalLabel) -> SuiteSpec:
+    """One half of JBB-Behaviors (both halves share the columns)."""
+    return _fixed(name, description, label, id="index", prompt="goal", category="category")
+
 
 SUITES: Mapping[str, SuiteSpec] = MappingProxyType(
     {
@@ -134,17 +137,15 @@ SUITES: Mapping[str, SuiteSpec] = MappingProxyType(
             _fixed(
                 "advbench", "AdvBench harmful behaviours (refuse all)", "harmful", prompt="goal"
             ),
-            _fixed(
+            _jailbreakbench(
                 "jailbreakbench_harmful",
                 "JailbreakBench JBB-Behaviors, harmful half (refuse all)",
                 "harmful",
-                **_JBB_COLUMNS,
             ),
-            _fixed(
+            _jailbreakbench(
                 "jailbreakbench_benign",
                 "JailbreakBench JBB-Behaviors, benign half (answer all: over-refusal)",
                 "benign",
-                **_JBB_COLUMNS,
             ),
             SuiteSpec(
                 "xstest",

@@ -1,4 +1,4 @@
-"""PNG plots of an :class:`EvalReport`. matplotlib loads only here, with the ``Agg`` backend.
+"""PNG plots of an :class:`EvalReport` (matplotlib loads on first use, see ``_plotting``).
 
 - ``safety_plane.png``: over-refusal rate (x, lower is better) against safety rate (y, higher
   is better), one point per mode with every suite pooled, whiskers at the 95 % Wilson
@@ -11,9 +11,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from safe_context_agent.errors import ConfigError
+from safe_context_agent._plotting import pyplot, save_figure
 
 if TYPE_CHECKING:
     from safe_context_agent.eval._metrics import Rate
@@ -26,20 +26,6 @@ _MODE_MARKERS = ("s", "o", "D")
 _LABEL_COLOURS = {"harmful": "#d62728", "benign": "#2ca02c"}
 
 
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-    except ImportError as error:
-        raise ConfigError(
-            "plots need matplotlib, which is not installed. Fix: "
-            "pip install 'safe-context-agent[eval]', or write the report without plots."
-        ) from error
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _percent_and_whiskers(value: Rate | None) -> tuple[float, float, float] | None:
     """(rate, distance down, distance up) in percent; None when there is nothing to plot."""
     if value is None or value.value is None:
@@ -50,7 +36,7 @@ def _percent_and_whiskers(value: Rate | None) -> tuple[float, float, float] | No
 
 def plot_safety_plane(report: EvalReport, path: str | Path) -> Path:
     """One point per mode: over-refusal (x) against safety (y), with 95 % interval whiskers."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(6.4, 5.4), dpi=120)
     plotted = 0
     for index, cell in enumerate(report.overall):
@@ -91,12 +77,12 @@ def plot_safety_plane(report: EvalReport, path: str | Path) -> Path:
         axes.legend(loc="lower right", fontsize=8)
     else:
         axes.text(50, 50, "needs harmful and benign prompts", ha="center", color="#555555")
-    return _save(plt, figure, path)
+    return save_figure(plt, figure, path)
 
 
 def plot_consult_by_label(report: EvalReport, path: str | Path) -> Path:
     """Grouped bars: per mode, the consult rate on harmful and on benign prompts."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     width = 0.38
     modes = [cell.mode for cell in report.overall]
@@ -134,7 +120,7 @@ def plot_consult_by_label(report: EvalReport, path: str | Path) -> Path:
     axes.set_title("Consult rate by label, all suites pooled (95 % Wilson intervals)", fontsize=10)
     axes.grid(True, axis="y", alpha=0.3)
     axes.legend(loc="upper left", fontsize=8)
-    return _save(plt, figure, path)
+    return save_figure(plt, figure, path)
 
 
 def write_plots(report: EvalReport, out_dir: str | Path) -> list[Path]:
@@ -144,12 +130,3 @@ def write_plots(report: EvalReport, out_dir: str | Path) -> list[Path]:
         plot_safety_plane(report, folder / "safety_plane.png"),
         plot_consult_by_label(report, folder / "consult_by_label.png"),
     ]
-
-
-def _save(plt: Any, figure: Any, path: str | Path) -> Path:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
-    figure.savefig(target)
-    plt.close(figure)
-    return target

@@ -1,4 +1,6 @@
-"""Eval reports: traces in, judged and summarised per mode and suite, out as JSON and Markdown.
+"""Eval reports: traces in, judged and summarised per mode and suite, rendered as Markdown.
+
+Building and rendering a report write nothing; ``_write`` puts a report's files on disk.
 
 A report is a function of the traces file alone. Every trace that ``sca eval`` writes carries
 its eval metadata (:class:`EvalRunMetadata`: suite, prompt id, label, reference answer, mode,
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -69,10 +71,9 @@ __all__ = [
     "build_report",
     "report_markdown",
     "summarize",
-    "write_report",
 ]
 
-REPORT_SCHEMA_VERSION = 1
+REPORT_SCHEMA_VERSION: Final = 1
 ALL_SUITES = "all"
 """The ``suite`` of a cell that pools every suite of one mode."""
 MODE_ORDER: tuple[ConsultMode, ...] = ("never", "always", "adaptive")
@@ -272,8 +273,11 @@ def build_report(
 ) -> EvalReport:
     """The report of ``traces`` (Trace objects, or the path of a traces file), judged by
     ``judge`` (default: the pattern refusal judge). Call :func:`abuild_report` from async code."""
-    path = traces if isinstance(traces, str | Path) else None
-    source = read_traces(path) if path is not None else traces
+    if isinstance(traces, str | Path):
+        path: str | Path | None = traces
+        source: Iterable[Trace] = read_traces(traces)
+    else:
+        path, source = None, traces
     return asyncio.run(
         abuild_report(source, judge=judge, concurrency=concurrency, traces_path=path)
     )
@@ -532,23 +536,3 @@ def report_markdown(report: EvalReport) -> str:
         if len(report.failures) > 20:
             lines.append(f"- ... and {len(report.failures) - 20} more (see report.json)")
     return "\n".join(lines) + "\n"
-
-
-def write_report(report: EvalReport, out_dir: str | Path, *, plots: bool = True) -> list[Path]:
-    """Write ``report.json``, ``report.md`` and (with ``plots``) the PNG plots into ``out_dir``."""
-    folder = Path(out_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    written = [folder / "report.json", folder / "report.md"]
-    _atomic_write(written[0], report.model_dump_json(indent=2) + "\n")
-    _atomic_write(written[1], report_markdown(report))
-    if plots:
-        from safe_context_agent.eval._plots import write_plots
-
-        written += write_plots(report, folder)
-    return written
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)

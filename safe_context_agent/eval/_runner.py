@@ -45,9 +45,10 @@ from safe_context_agent.eval._report import (
     EvalReport,
     EvalRunMetadata,
     abuild_report,
-    write_report,
 )
 from safe_context_agent.eval._splits import Split
+from safe_context_agent.eval._write import write_report
+from safe_context_agent.graph import Retriever, RunInput
 from safe_context_agent.judges import Judge, JudgeKind, make_judge
 from safe_context_agent.serve import Endpoint, model_endpoint
 from safe_context_agent.traces import ConsultMode, JsonlTraceSink, Trace, TraceSink, read_traces
@@ -101,7 +102,7 @@ def parse_modes(text: str) -> list[ConsultMode]:
                 f"list of {', '.join(MODE_ORDER)}, e.g. --modes never,always,adaptive"
             )
         if mode not in modes:
-            modes.append(mode)  # type: ignore[arg-type]
+            modes.append(mode)
     if not modes:
         raise ConfigError(
             f"--modes {text!r} names no mode. Fix: e.g. --modes never,always,adaptive"
@@ -349,7 +350,7 @@ async def _run_pending(
     _cut_torn_tail(traces_path)
     bar = tqdm(total=len(pending), unit="run", desc="sca eval", disable=not progress, mininterval=1)
     sink = _ProgressSink(JsonlTraceSink(traces_path), bar)
-    retriever: Any = None
+    retriever: Retriever | None = None
     try:
         for mode in MODE_ORDER:
             items = [item for item in pending if item.mode == mode]
@@ -362,7 +363,7 @@ async def _run_pending(
             if mode != "never":
                 await asyncio.to_thread(agent.prepare)  # loads the embedder once, off the loop
                 retriever = agent.resources.retriever
-            runs = [
+            runs: list[RunInput] = [
                 {
                     "metadata": EvalRunMetadata(
                         suite=item.prompt.suite,
@@ -378,7 +379,7 @@ async def _run_pending(
             ]
             results = await agent.abatch(
                 [item.prompt.prompt for item in items],
-                runs=runs,  # type: ignore[arg-type]
+                runs=runs,
                 max_concurrency=concurrency,
                 return_exceptions=True,
             )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from langchain_core.messages import ToolMessage
+from langchain_core.messages import ToolCall, ToolMessage
 
 from safe_context_agent.traces import ToolRun
 
@@ -32,7 +32,7 @@ def tool_error(exc: Exception) -> str:
     return f"Error: {type(exc).__name__}: {exc}. Fix the arguments, or answer without this tool."
 
 
-def tool_run(call: dict[str, Any], message: ToolMessage, turn_index: int) -> ToolRun:
+def tool_run(call: ToolCall, message: ToolMessage, turn_index: int) -> ToolRun:
     """The trace record of one app tool call from the call and the tool message answering it."""
     text = message.text
     return ToolRun(

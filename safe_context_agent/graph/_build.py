@@ -44,7 +44,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.prebuilt import ToolNode
 from langgraph.prebuilt.tool_node import ToolCallRequest
-from langgraph.types import Send
+from langgraph.types import Checkpointer, Send
 
 from safe_context_agent._sanitize import exception_text, repair_surrogates, repair_tree
 from safe_context_agent.client import ChatClient, ModelReply, TokenCallback, strip_tool_markup
@@ -159,8 +159,8 @@ class _CustomTokens(BaseCallbackHandler):
     def __init__(self, write: TokenCallback) -> None:
         self.write = write
 
-    def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
-        if token:
+    def on_llm_new_token(self, token: str | list[str | dict[str, Any]], **kwargs: Any) -> None:
+        if isinstance(token, str) and token:  # content blocks (a list) come from other models
             self.write(token)
 
 
@@ -864,7 +864,7 @@ def build_graph(
     tools: Sequence[BaseTool | Callable[..., Any]] | None = None,
     client: ModelClient | None = None,
     resources: AgentResources | None = None,
-    checkpointer: Any = None,
+    checkpointer: Checkpointer = None,
     name: str = "safe_context_agent",
 ) -> CompiledStateGraph:
     """Compile the agent graph; use it directly, as a node, or as a subgraph of your own graph.
@@ -873,13 +873,16 @@ def build_graph(
     ``consult_safety_rules`` beside them in ``adaptive`` mode); they run in LangGraph's
     ``ToolNode``, and a tool that raises becomes a ``ToolMessage`` with ``status="error"``.
     ``client`` defaults to a :class:`~safe_context_agent.client.ChatClient` on ``config.base_url``
-    (or the server ``sca serve`` started); ``resources`` holds the rule index and the trace sink.
+    (or the server ``sca serve`` started), owned by ``resources``, which hold the rule index and
+    the trace sink and close that client with them; a ``client`` passed in stays yours to close.
     The graph runs with ``invoke`` and ``ainvoke`` alike.
     """
     app_tools = _app_tools(tools)
     resources = resources or AgentResources(config)
     if client is None:
-        client = ChatClient(config, resources.base_url())
+        made = ChatClient(config, resources.base_url())
+        resources.own(made)  # closed with the resources (SafeContextAgent.close / aclose)
+        client = made
     nodes = _Nodes(config, client, resources, app_tools)
     graph = StateGraph(_GraphState, input_schema=AgentInput, output_schema=AgentState)
     graph.add_node("start", nodes.guarded("start", nodes.start, nodes.astart))

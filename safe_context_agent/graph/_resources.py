@@ -1,7 +1,9 @@
 """What the graph's nodes share across runs: the endpoint, the rule index, the trace sink.
 
 The index is opened lazily (loading the embedder takes seconds, and ``never`` mode needs none) and
-once per agent, under a lock, so concurrent runs share it.
+once per agent, under a lock, so concurrent runs share it. ``close`` (or ``aclose``) closes the
+trace sink and the model client that :func:`~safe_context_agent.graph.build_graph` made for these
+resources; a client passed to ``build_graph`` stays its caller's to close.
 """
 
 from __future__ import annotations
@@ -10,15 +12,27 @@ import asyncio
 import logging
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 from safe_context_agent.config import AgentConfig
 from safe_context_agent.errors import ConfigError
+from safe_context_agent.graph._tool import RetrievedRuleLike, Retriever
 from safe_context_agent.traces import PackRef, SafeSink, Trace, TraceSink, open_sink
+
+if TYPE_CHECKING:
+    from safe_context_agent.rules import RulePack
 
 __all__ = ["AgentResources"]
 
 logger = logging.getLogger(__name__)
+
+
+class ClosableClient(Protocol):
+    """A model client the resources can own (``ChatClient`` is one)."""
+
+    def close(self) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
 class AgentResources:
@@ -29,7 +43,7 @@ class AgentResources:
         config: AgentConfig,
         *,
         sink: TraceSink | None = None,
-        retriever: Any = None,
+        retriever: Retriever | None = None,
     ) -> None:
         self.config = config
         if sink is None and config.trace_path is not None:
@@ -37,9 +51,19 @@ class AgentResources:
         # SafeSink logs and counts a failing write instead of raising into the user's run.
         self.sink: SafeSink | None = SafeSink(sink) if sink is not None else None
         self._retriever = retriever
-        self._pack: Any = None
+        self._pack: RulePack | None = None
         self._pack_ref: PackRef | None = None
         self._lock = threading.Lock()
+        self._owned_clients: list[ClosableClient] = []
+
+    def own(self, client: ClosableClient) -> None:
+        """Close ``client`` with these resources (``build_graph`` hands over the one it makes)."""
+        self._owned_clients.append(client)
+
+    @property
+    def owned_clients(self) -> tuple[ClosableClient, ...]:
+        """The clients :meth:`close` closes."""
+        return tuple(self._owned_clients)
 
     def base_url(self) -> str:
         """``config.base_url``, else ``$SCA_BASE_URL``, else the server ``sca serve`` recorded."""
@@ -53,21 +77,18 @@ class AgentResources:
         return endpoint.base_url
 
     @property
-    def retriever(self) -> Any:
+    def retriever(self) -> Retriever:
         if self._retriever is None:
             with self._lock:
                 if self._retriever is None:
-                    from safe_context_agent.rules import open_index
+                    from safe_context_agent.rules import IndexConfig, open_index
 
-                    options = (
-                        {"embedding_model": self.config.embedding_model}
-                        if self.config.embedding_model
-                        else {}
-                    )
-                    self._retriever = open_index(self.config.pack, **options)
+                    # No embedding model named: the pack's own (IndexConfig's default).
+                    index_config = IndexConfig(embedding_model=self.config.embedding_model or None)
+                    self._retriever = open_index(self.config.pack, index_config)
         return self._retriever
 
-    def retrieve(self, query: str, category: str | None = None) -> Sequence[Any]:
+    def retrieve(self, query: str, category: str | None = None) -> Sequence[RetrievedRuleLike]:
         return self.retriever.consult(query, k=self.config.k, categories=category)
 
     def known_category(self, category: str | None) -> str | None:
@@ -79,7 +100,7 @@ class AgentResources:
             return None
         return category if category in {rule.category for rule in pack.rules} else None
 
-    def _loaded_pack(self) -> Any:
+    def _loaded_pack(self) -> RulePack | None:
         if self._pack is None:
             retriever_pack = getattr(self._retriever, "pack", None)
             if retriever_pack is not None:
@@ -129,5 +150,16 @@ class AgentResources:
             await self.sink.awrite(trace)
 
     def close(self) -> None:
+        """Close the sink and the clients these resources own. Safe to call twice."""
         if self.sink is not None:
             self.sink.close()
+        for client in self._owned_clients:
+            client.close()
+
+    async def aclose(self) -> None:
+        """:meth:`close` from async code: the owned clients' connections on this event loop are
+        closed on it, and the sink's final flush runs in a worker thread."""
+        for client in self._owned_clients:
+            await client.aclose()
+        if self.sink is not None:
+            await asyncio.to_thread(self.sink.close)

@@ -22,7 +22,12 @@ import json
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from safe_context_agent._version import __version__
+
+if TYPE_CHECKING:
+    from langchain_core.messages import ToolCall
 
 from safe_context_agent._sanitize import exception_text
 
@@ -35,7 +40,7 @@ try:
     from opentelemetry import trace as otel_trace
     from opentelemetry.trace import SpanKind, Status, StatusCode
 except ImportError:  # the optional `otel` extra is not installed
-    otel_trace = None  # type: ignore[assignment]
+    otel_trace = None  # type: ignore[assignment]  # the module or None; every use checks `enabled` first
 
 
 def _capture_content() -> bool:
@@ -108,8 +113,6 @@ class Telemetry:
         return otel_trace is not None
 
     def _tracer(self) -> Any:
-        from safe_context_agent import __version__
-
         return otel_trace.get_tracer("safe_context_agent", __version__)
 
     def start_run(self, trace_id: str, mode: str, thread_id: str | None) -> None:
@@ -249,7 +252,7 @@ class Telemetry:
         span.end(end_time=ended_ns)
 
     @contextlib.contextmanager
-    def tool_call(self, trace_id: str | None, call: dict[str, Any]) -> Iterator[Any]:
+    def tool_call(self, trace_id: str | None, call: ToolCall) -> Iterator[Any]:
         """An ``execute_tool {name}`` span, current while the tool runs."""
         if not self.enabled:
             yield _NoSpan()

@@ -8,7 +8,7 @@ arguments a small model writes, and the short rule listing returned to it.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -51,24 +51,41 @@ CONSULT_TOOL: dict[str, Any] = {
 
 
 class _RuleLike(Protocol):
-    id: str
-    category: str
-    title: str
-    statement: str
-    allowed: list[str]
-    disallowed: list[str]
+    """The parts of a rule the tool result shows (``rules.Rule`` has them); read-only, so frozen
+    models and dataclasses satisfy it."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def category(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def statement(self) -> str: ...
+    @property
+    def allowed(self) -> Sequence[str]: ...
+    @property
+    def disallowed(self) -> Sequence[str]: ...
 
 
 class RetrievedRuleLike(Protocol):
-    rule: _RuleLike
-    score: float
+    """One search result (``rules.RetrievedRule`` is one)."""
+
+    @property
+    def rule(self) -> _RuleLike: ...
+    @property
+    def score(self) -> float: ...
 
 
 class Retriever(Protocol):
     """What the consult node needs from an index (``RuleIndex`` satisfies it)."""
 
     def consult(
-        self, query: str, k: int = 3, categories: Any = None, min_score: float | None = None
+        self,
+        query: str,
+        k: int = 3,
+        categories: str | Iterable[str] | None = None,
+        min_score: float | None = None,
     ) -> Sequence[RetrievedRuleLike]: ...
 
 

@@ -24,7 +24,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any, NotRequired
+from typing import Annotated, Any, NotRequired, cast
 
 from langchain.agents.middleware import AgentMiddleware, AgentState, ModelRequest, ModelResponse
 from langchain.agents.middleware.types import (
@@ -32,7 +32,14 @@ from langchain.agents.middleware.types import (
     PrivateStateAttr,
     hook_config,
 )
-from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    AnyMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolCall,
+    ToolMessage,
+)
 from langchain_core.tools import ToolException
 from langgraph.config import get_config
 from langgraph.prebuilt.tool_node import ToolCallRequest
@@ -42,7 +49,13 @@ from langgraph.types import Command
 from safe_context_agent._sanitize import exception_text, repair_surrogates
 from safe_context_agent.client._messages import to_wire
 from safe_context_agent.config import AgentConfig, validate_settings
-from safe_context_agent.graph import CONSULT_TOOL_NAME, AgentResources, RunRecord, RunSummary
+from safe_context_agent.graph import (
+    CONSULT_TOOL_NAME,
+    AgentResources,
+    Retriever,
+    RunRecord,
+    RunSummary,
+)
 from safe_context_agent.graph._app_tools import LATENCY_KEY, note_latency, tool_run
 from safe_context_agent.graph._telemetry import Telemetry
 from safe_context_agent.graph._tool import CONSULT_GUIDANCE, RULES_UNAVAILABLE, format_rules
@@ -75,6 +88,13 @@ class SafeContextState(AgentState[Any]):
 
     sca_run: NotRequired[Annotated[_MiddlewareRecord, PrivateStateAttr]]
     safe_context: NotRequired[RunSummary]
+
+
+def _run_record(request: ModelRequest) -> _MiddlewareRecord | None:
+    """This run's record; None for a model call outside an agent run. The state follows
+    :class:`SafeContextState` (the middleware's ``state_schema``); ``ModelRequest`` types it as
+    LangChain's base ``AgentState``, which has no ``sca_run``."""
+    return cast("_MiddlewareRecord | None", request.state.get("sca_run"))
 
 
 def _logprobs(metadata: dict[str, Any]) -> list[float] | None:
@@ -137,7 +157,7 @@ class SafeContextMiddleware(AgentMiddleware[SafeContextState, Any, Any]):
         config: AgentConfig | None = None,
         *,
         sink: TraceSink | None = None,
-        retriever: Any = None,
+        retriever: Retriever | None = None,
         **settings: Any,
     ) -> None:
         super().__init__()
@@ -229,7 +249,7 @@ class SafeContextMiddleware(AgentMiddleware[SafeContextState, Any, Any]):
         seen = {c.tool_call_id for c in record.consultations} | {
             r.tool_call_id for r in record.tool_runs
         }
-        calls: dict[str, tuple[int, dict[str, Any]]] = {}
+        calls: dict[str, tuple[int, ToolCall]] = {}
         turn = -1
         consultations, runs = list(record.consultations), list(record.tool_runs)
         for message in messages[record.start_index :]:
@@ -250,7 +270,7 @@ class SafeContextMiddleware(AgentMiddleware[SafeContextState, Any, Any]):
         record.consultations, record.tool_runs = consultations, runs
 
     def _consultation(
-        self, message: ToolMessage, call: dict[str, Any], turn: int, latency: float
+        self, message: ToolMessage, call: ToolCall, turn: int, latency: float
     ) -> Consultation:
         artifact = message.artifact if isinstance(message.artifact, dict) else {}
         query = str(artifact.get("query") or call["args"].get("query") or "")
@@ -290,7 +310,8 @@ class SafeContextMiddleware(AgentMiddleware[SafeContextState, Any, Any]):
 
     # -- the model call ---------------------------------------------------------------------
     def _request(self, request: ModelRequest, record: _MiddlewareRecord) -> ModelRequest:
-        parts = [request.system_message.text] if request.system_message is not None else []
+        system = request.system_message
+        parts: list[str] = [system.text] if system is not None else []
         tools = list(request.tools)
         if self.config.mode == "adaptive":
             parts.append(CONSULT_GUIDANCE)
@@ -324,7 +345,7 @@ class SafeContextMiddleware(AgentMiddleware[SafeContextState, Any, Any]):
         if message is None:
             return record
         metadata = message.response_metadata
-        usage = message.usage_metadata or {}
+        usage = message.usage_metadata
         record.model_name = metadata.get("model_name") or record.model_name
         record.turns = [
             *record.turns,
@@ -347,8 +368,8 @@ class SafeContextMiddleware(AgentMiddleware[SafeContextState, Any, Any]):
                 ],
                 finish_reason=metadata.get("finish_reason"),
                 tools_offered=bool(request.tools),
-                prompt_tokens=usage.get("input_tokens"),
-                completion_tokens=usage.get("output_tokens"),
+                prompt_tokens=usage["input_tokens"] if usage else None,
+                completion_tokens=usage["output_tokens"] if usage else None,
                 latency_s=round(latency, 6),
                 model=record.model_name,
             ),
@@ -374,7 +395,7 @@ class SafeContextMiddleware(AgentMiddleware[SafeContextState, Any, Any]):
     def wrap_model_call(
         self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]
     ) -> ModelResponse | ExtendedModelResponse:
-        record = request.state.get("sca_run")
+        record = _run_record(request)
         if record is None:  # a model call outside an agent run (no before_agent): pass through
             return handler(request)
         request = self._request(request, record)
@@ -395,7 +416,7 @@ class SafeContextMiddleware(AgentMiddleware[SafeContextState, Any, Any]):
         request: ModelRequest,
         handler: Callable[[ModelRequest], Awaitable[ModelResponse]],
     ) -> ModelResponse | ExtendedModelResponse:
-        record = request.state.get("sca_run")
+        record = _run_record(request)
         if record is None:
             return await handler(request)
         request = self._request(request, record)

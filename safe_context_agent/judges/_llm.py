@@ -15,22 +15,17 @@ verdict and in the :class:`ServeError` message, whatever the endpoint's error pa
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
-import weakref
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from safe_context_agent._openai_clients import OpenAIClients
 from safe_context_agent._sanitize import redact, redact_url, split_url_credentials
 from safe_context_agent.errors import ServeError
 from safe_context_agent.judges._verdict import RefusalLabel, RefusalVerdict
 from safe_context_agent.judges._visible import visible_answer
-
-if TYPE_CHECKING:
-    from openai import AsyncOpenAI, OpenAI
 
 __all__ = ["LLMJudge", "LLMJudgeStats", "parse_llm_verdict", "rubric_messages"]
 
@@ -144,10 +139,6 @@ def _labels_in(text: str) -> set[RefusalLabel]:
 # --- the judge ---------------------------------------------------------------------------
 
 
-def _no_loop() -> None:
-    """Stands in for a weak reference to an event loop before any async call."""
-
-
 @dataclass
 class LLMJudgeStats:
     """What one :class:`LLMJudge` has done so far (unknown verdicts are counted, not raised)."""
@@ -191,9 +182,7 @@ class LLMJudge:
         self.max_retries = max_retries
         self.max_chars = max_chars
         self.stats = LLMJudgeStats()
-        self._client: OpenAI | None = None
-        self._async_client: AsyncOpenAI | None = None
-        self._async_loop: Callable[[], asyncio.AbstractEventLoop | None] = _no_loop
+        self._clients = OpenAIClients(self._client_options)
 
     @property
     def name(self) -> str:
@@ -208,12 +197,8 @@ class LLMJudge:
             return self._empty()
         from openai import BadRequestError, OpenAIError
 
-        if self._client is None:
-            from openai import OpenAI
-
-            self._client = OpenAI(**self._client_options())
         try:
-            completion = self._client.chat.completions.create(**self._request(prompt, text))
+            completion = self._clients.sync.chat.completions.create(**self._request(prompt, text))
         except BadRequestError as error:
             return self._rejected(error)
         except OpenAIError as error:
@@ -226,23 +211,22 @@ class LLMJudge:
             return self._empty()
         from openai import BadRequestError, OpenAIError
 
-        # An async client's connections belong to the event loop that opened them, so each
-        # loop (e.g. each asyncio.run) gets its own client.
-        loop = asyncio.get_running_loop()
-        if self._async_client is None or self._async_loop() is not loop:
-            from openai import AsyncOpenAI
-
-            self._async_client = AsyncOpenAI(**self._client_options())
-            self._async_loop = weakref.ref(loop)
         try:
-            completion = await self._async_client.chat.completions.create(
-                **self._request(prompt, text)
-            )
+            client = await self._clients.aget()  # one per event loop (each asyncio.run)
+            completion = await client.chat.completions.create(**self._request(prompt, text))
         except BadRequestError as error:
             return self._rejected(error)
         except OpenAIError as error:
             raise self._unreachable(error) from error
         return self._verdict(completion)
+
+    def close(self) -> None:
+        """Close the judge's sync connections (a later call opens new ones)."""
+        self._clients.close()
+
+    async def aclose(self) -> None:
+        """Close the running loop's connections and the sync ones."""
+        await self._clients.aclose()
 
     # -- helpers ----------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -59,7 +59,7 @@ __all__ = [
     "rank_weights",
 ]
 
-AUDIT_SCHEMA_VERSION = 1
+AUDIT_SCHEMA_VERSION: Final = 1
 AuditKind = Literal["over_broad", "dead", "no_match"]
 NO_SUITE = "(no suite)"
 """The heat map column of traces without ``metadata["suite"]`` (production logs)."""

@@ -6,13 +6,15 @@
 - ``retrievals_by_suite.png``: a rule x suite heat map of the runs that retrieved each rule,
   as a share of the suite's runs, so a rule that fires on a benign suite stands out.
 
-matplotlib loads only here, through the eval plots' loader (``Agg`` backend, the ``eval`` extra).
+matplotlib loads on first use (``Agg`` backend, the ``eval`` extra; see ``_plotting``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from safe_context_agent._io import write_atomic
+from safe_context_agent._plotting import pyplot, save_figure
 from safe_context_agent.rules._audit import AuditReport, RuleAudit
 
 __all__ = [
@@ -48,9 +50,9 @@ def what_to_change(report: AuditReport) -> list[str]:
     items = []
     for finding in report.findings_of("over_broad"):
         items.append(f"**Narrow `{finding.rule_ids[0]}`** (over-broad): {finding.detail}.")
-    for finding in report.duplicates:
-        pair = " and ".join(f"`{rule_id}`" for rule_id in finding.rule_ids)
-        items.append(f"**Merge or separate {pair}** (near-duplicates): {finding.detail}.")
+    for duplicate in report.duplicates:
+        pair = " and ".join(f"`{rule_id}`" for rule_id in duplicate.rule_ids)
+        items.append(f"**Merge or separate {pair}** (near-duplicates): {duplicate.detail}.")
     for finding in report.findings_of("no_match"):
         items.append(f"**Add rules for unmatched requests** (no_match): {finding.detail}.")
     dead = [finding.rule_ids[0] for finding in report.findings_of("dead")]
@@ -145,9 +147,7 @@ def _table_row(row: RuleAudit) -> str:
 
 def plot_over_refusal(report: AuditReport, path: str | Path) -> Path:
     """Horizontal bars: the rules with most over-refusal attribution, safety credit beside it."""
-    from safe_context_agent.eval._plots import _pyplot, _save
-
-    plt = _pyplot()
+    plt = pyplot()
     ranked = [r for r in report.rules if r.over_refusal_attribution or r.safety_credit]
     ranked = ranked[:_MAX_BARS]
     figure, axes = plt.subplots(figsize=(7.5, 1.2 + 0.32 * max(len(ranked), 4)), dpi=120)
@@ -185,14 +185,12 @@ def plot_over_refusal(report: AuditReport, path: str | Path) -> Path:
         fontsize=10,
     )
     axes.grid(True, axis="x", alpha=0.3)
-    return _save(plt, figure, path)
+    return save_figure(plt, figure, path)
 
 
 def plot_suite_heatmap(report: AuditReport, path: str | Path) -> Path:
     """Rules (rows) x suites (columns): share of the suite's runs that retrieved the rule."""
-    from safe_context_agent.eval._plots import _pyplot, _save
-
-    plt = _pyplot()
+    plt = pyplot()
     suites = report.suites or ["(none)"]
     runs_per_suite = report.consulting_runs_by_suite
     rows = sorted((r for r in report.rules if r.runs), key=lambda r: -r.runs)
@@ -218,7 +216,7 @@ def plot_suite_heatmap(report: AuditReport, path: str | Path) -> Path:
     labels = [f"{s}\n({runs_per_suite.get(s, 0)} runs)" for s in suites]
     axes.set_xticks(range(len(suites)), labels, fontsize=7, rotation=30, ha="right")
     axes.set_title(f"Pack {report.pack}: runs retrieving each rule, per suite", fontsize=10)
-    return _save(plt, figure, path)
+    return save_figure(plt, figure, path)
 
 
 def write_audit(report: AuditReport, out_dir: str | Path, *, plots: bool = True) -> list[Path]:
@@ -231,7 +229,7 @@ def write_audit(report: AuditReport, out_dir: str | Path, *, plots: bool = True)
         ("markdown", audit_markdown(report)),
     ):
         target = folder / AUDIT_FILES[key]
-        target.write_text(text, encoding="utf-8")
+        write_atomic(target, text)
         written.append(target)
     if plots:
         written.append(plot_over_refusal(report, folder / AUDIT_FILES["over_refusal"]))

@@ -400,7 +400,10 @@ class RuleIndex:
 
         if self.manifest.index_kind == "hnsw":
             # Per-call parameters: setting index.hnsw.efSearch would race between threads.
-            params = faiss.SearchParametersHNSW(efSearch=max(self._hnsw_ef_search, fetch))
+            # faiss-cpu 1.15's bundled stubs omit SearchParametersHNSW; the extension has it.
+            params = faiss.SearchParametersHNSW(  # type: ignore[attr-defined]
+                efSearch=max(self._hnsw_ef_search, fetch)
+            )
             return self._index.search(vectors, fetch, params=params)
         return self._index.search(vectors, fetch)
 
@@ -476,9 +479,11 @@ def build_faiss_index(vectors: np.ndarray, kind: IndexKind, config: IndexConfig)
     import faiss
 
     dimension = vectors.shape[1]
+    index: faiss.Index
     if kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dimension, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = config.hnsw_ef_construction
+        hnsw = faiss.IndexHNSWFlat(dimension, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = config.hnsw_ef_construction
+        index = hnsw
     else:
         index = faiss.IndexFlatIP(dimension)
     index.add(np.ascontiguousarray(vectors, dtype=np.float32))
@@ -494,6 +499,8 @@ def _stored_vectors(index: faiss.Index) -> np.ndarray:
     import faiss
 
     flat = faiss.downcast_index(index.storage) if isinstance(index, faiss.IndexHNSW) else index
+    if not isinstance(flat, faiss.IndexFlat):  # build_faiss_index makes no other kind
+        raise TypeError(f"{type(flat).__name__} keeps no flat vectors to re-score against")
     view = faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * flat.d).reshape(flat.ntotal, flat.d)
     view.flags.writeable = False
     return view

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -53,7 +53,7 @@ __all__ = [
     "similar_pairs",
 ]
 
-LINT_SCHEMA_VERSION = 1
+LINT_SCHEMA_VERSION: Final = 1
 LintKind = Literal["duplicate", "example_miss", "no_allowed_rule", "example_overlap"]
 ExampleKind = Literal["allowed", "disallowed"]
 
@@ -178,7 +178,8 @@ def held_out_scores(
     """
     n_rules = len(head_vectors)
     example_owner = np.asarray(example_owner)
-    concat = multi = None
+    concat: np.ndarray | None = None
+    multi: np.ndarray | None = None
     if strategy in ("concat", "hybrid"):
         if whole_without is None:
             raise ValueError(f"strategy {strategy!r} needs whole_without (see the docstring)")
@@ -195,11 +196,12 @@ def held_out_scores(
             if members.any():
                 best_example[:, rule] = to_examples[:, members].max(axis=1)
         multi = np.maximum(to_heads, best_example)
-    if strategy == "concat":
-        return concat  # type: ignore[return-value]
-    if strategy == "multi":
-        return multi  # type: ignore[return-value]
-    return (concat + multi) / 2  # type: ignore[operator]
+    if strategy == "concat" and concat is not None:
+        return concat
+    if strategy == "multi" and multi is not None:
+        return multi
+    assert concat is not None and multi is not None  # hybrid computed both above
+    return (concat + multi) / 2
 
 
 def similar_pairs(vectors: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:
@@ -242,7 +244,8 @@ class _PackVectors:
 
 
 def _embed(pack: RulePack, embedder: Embedder, config: LintConfig) -> _PackVectors:
-    heads, wholes, texts, kinds, owner, without = [], [], [], [], [], []
+    heads, wholes, texts, owner, without = [], [], [], [], []
+    kinds: list[ExampleKind] = []
     for position, rule in enumerate(pack.rules):
         whole, head, *examples = rule_texts(rule, "hybrid")  # the texts the index embeds
         heads.append(head)
@@ -262,7 +265,7 @@ def _embed(pack: RulePack, embedder: Embedder, config: LintConfig) -> _PackVecto
         wholes=vectors[n_rules : 2 * n_rules],
         examples=vectors[2 * n_rules : start],
         owner=np.asarray(owner),
-        kinds=tuple(kinds),  # type: ignore[arg-type]
+        kinds=tuple(kinds),
         texts=tuple(texts),
         whole_without=vectors[start:] if needs_without else None,
     )

@@ -15,16 +15,14 @@ never a mix of old and new files. Only building takes the lock (and creates the 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import os
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from safe_context_agent._io import atomic_path, sha256_bytes, sha256_file, write_atomic
 from safe_context_agent.errors import RetrievalError
 from safe_context_agent.rules._texts import VectorStrategy
 
@@ -34,7 +32,7 @@ if TYPE_CHECKING:
 try:
     import fcntl
 except ImportError:  # not on Windows: concurrent builders there may both build, harmlessly
-    fcntl = None  # type: ignore[assignment]
+    fcntl = None  # type: ignore[assignment]  # the module or None; `locked` checks before use
 
 __all__ = [
     "IndexManifest",
@@ -143,7 +141,7 @@ def read_index_files(
             data = path.read_bytes()
         except OSError as error:
             raise IndexUnusable("corrupt", f"{path} is unreadable ({_first_line(error)})") from None
-        if hashlib.sha256(data).hexdigest() != expected:
+        if sha256_bytes(data) != expected:
             raise IndexUnusable("corrupt", f"{path} does not match its checksum in the manifest")
         contents.append(data)
     index_bytes, rows_bytes = contents
@@ -180,11 +178,11 @@ def write_index_files(
                 f"it (rm -r '{directory / name}') and build again (sca rules build)"
             )
     (directory / MANIFEST_FILE).unlink(missing_ok=True)
-    index_sha = _replace_atomically(
-        directory / INDEX_FILE, lambda tmp: faiss.write_index(index, str(tmp))
-    )
+    with atomic_path(directory / INDEX_FILE) as partial:
+        faiss.write_index(index, str(partial))
+        index_sha = sha256_file(partial)
     rows_json = _RowMap(rule_ids=rule_ids).model_dump_json().encode()
-    rows_sha = _replace_atomically(directory / ROWS_FILE, lambda tmp: tmp.write_bytes(rows_json))
+    write_atomic(directory / ROWS_FILE, rows_json)
     manifest = IndexManifest(
         **spec.model_dump(),
         dimension=index.d,
@@ -192,38 +190,10 @@ def write_index_files(
         n_rules=len(set(rule_ids)),
         faiss_version=faiss.__version__,
         index_sha256=index_sha,
-        rows_sha256=rows_sha,
+        rows_sha256=sha256_bytes(rows_json),
     )
-    manifest_json = manifest.model_dump_json(indent=2).encode()
-    _replace_atomically(directory / MANIFEST_FILE, lambda tmp: tmp.write_bytes(manifest_json))
+    write_atomic(directory / MANIFEST_FILE, manifest.model_dump_json(indent=2))
     return manifest
-
-
-def _replace_atomically(target: Path, write: Callable[[Path], object]) -> str:
-    """Write through ``write(tmp_path)`` into a temp file next to ``target``, fsync, rename.
-    Returns the sha256 of what was written."""
-    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(handle)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the index is not secret
-        with open(tmp, "rb+") as stream:
-            os.fsync(stream.fileno())
-        digest = _sha256(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return digest
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _first_line(error: BaseException) -> str:

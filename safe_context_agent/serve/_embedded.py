@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -20,9 +19,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from importlib import metadata, resources
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from safe_context_agent._io import sha256_bytes, sha256_file, write_atomic
 from safe_context_agent._paths import cache_dir
 from safe_context_agent.errors import ModelPrepareError
 
@@ -107,16 +108,8 @@ def find_embedded_gguf() -> Path:
     )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _template_sha256() -> str:
-    return hashlib.sha256(embedded_chat_template().encode("utf-8")).hexdigest()
+    return sha256_bytes(embedded_chat_template())
 
 
 def verify_model_folder(folder: Path) -> ModelManifest | None:
@@ -130,7 +123,7 @@ def verify_model_folder(folder: Path) -> ModelManifest | None:
         return None
     for name, expected in manifest.files.items():
         file = folder / name
-        if not file.is_file() or _sha256(file) != expected:
+        if not file.is_file() or sha256_file(file) != expected:
             logger.warning("model cache %s: %s is missing or corrupted", folder, name)
             return None
     return manifest
@@ -141,13 +134,13 @@ def _refresh_chat_template(folder: Path, manifest: ModelManifest) -> ModelManife
     if manifest.files.get(CHAT_TEMPLATE_FILE) == _template_sha256():
         return manifest
     logger.info("model cache %s: updating its chat template", folder)
-    (folder / CHAT_TEMPLATE_FILE).write_text(embedded_chat_template(), encoding="utf-8")
+    # Template first, manifest last: a crash between the two leaves the old manifest, whose
+    # checksum the new template fails, so the folder is converted again rather than trusted.
+    write_atomic(folder / CHAT_TEMPLATE_FILE, embedded_chat_template())
     updated = manifest.model_copy(
         update={"files": {**manifest.files, CHAT_TEMPLATE_FILE: _template_sha256()}}
     )
-    tmp = folder / f"{MANIFEST_NAME}.tmp"
-    tmp.write_text(updated.model_dump_json(indent=2), encoding="utf-8")
-    tmp.replace(folder / MANIFEST_NAME)
+    write_atomic(folder / MANIFEST_NAME, updated.model_dump_json(indent=2))
     return updated
 
 
@@ -177,7 +170,9 @@ def _convert(gguf: Path, out_dir: Path) -> None:
         )
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     # Loading in float32 is the fast path for GGUF in transformers; the weights come out dequantized.
-    model = AutoModelForCausalLM.from_pretrained(
+    # Any: this edits the loaded model's own attributes, which transformers' types read through
+    # nn.Module.__getattr__ (a Tensor or Module), and its wrapped .to takes no dtype there.
+    model: Any = AutoModelForCausalLM.from_pretrained(
         str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
     )
     # transformers refuses to save a model it believes is quantized; the tensors are already plain
@@ -220,13 +215,13 @@ def prepare_embedded_model(*, force: bool = False) -> Path:
         staging.mkdir(parents=True)
         try:
             _convert(gguf, staging)
-            files = {p.name: _sha256(p) for p in sorted(staging.iterdir()) if p.is_file()}
+            files = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
             import transformers
 
             manifest = ModelManifest(
                 model_name=EMBEDDED_MODEL_NAME,
                 source=f"{GGUF_DISTRIBUTION}:{gguf.name}",
-                source_sha256=_sha256(gguf),
+                source_sha256=sha256_file(gguf),
                 dtype="bfloat16",
                 transformers_version=transformers.__version__,
                 created_at=datetime.now(UTC),

@@ -38,7 +38,9 @@ class ChatRenderer:
         folder = Path(model_dir) if model_dir is not None else prepare_embedded_model()
         self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(str(folder))
         self.template = embedded_chat_template()
-        self.end_of_turn_id: int = self.tokenizer.convert_tokens_to_ids(END_OF_TURN)
+        end_of_turn_id = self.tokenizer.convert_tokens_to_ids(END_OF_TURN)
+        assert isinstance(end_of_turn_id, int)  # one token in, one id out
+        self.end_of_turn_id = end_of_turn_id
 
     def prompt_text(
         self,
@@ -49,7 +51,7 @@ class ChatRenderer:
         """The rendered prompt, ending with the assistant turn's opening."""
         text = self.tokenizer.apply_chat_template(
             list(messages),
-            tools=tools,
+            tools=None if tools is None else list(tools),  # transformers takes dicts or callables
             chat_template=self.template,
             add_generation_prompt=True,
             tokenize=False,

@@ -25,6 +25,7 @@ from typing import Literal, Self
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from safe_context_agent._io import write_atomic
 from safe_context_agent._paths import state_dir
 from safe_context_agent.errors import ServeError
 from safe_context_agent.serve._embedded import (
@@ -409,9 +410,7 @@ def _state_path() -> Path:
 
 def _write_state(state: ServerState) -> None:
     path = _state_path()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(state.model_dump_json(indent=2), encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, state.model_dump_json(indent=2))
 
 
 def _clear_state(pid: int) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from safe_context_agent._io import atomic_path
 from safe_context_agent.errors import TraceError
 from safe_context_agent.traces._reader import (
     PARQUET_SUFFIXES,
@@ -65,16 +66,12 @@ def export_traces(
         raise TraceError(f"{target}: is the source itself; export to a different path")
     source = read_traces(src, on_error=on_error)
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     rows = (trace_to_row(trace) for trace in source)
-    try:
+    with atomic_path(target) as partial:
         if suffix in PARQUET_SUFFIXES:
-            count = _write_parquet(partial, rows)
+            count = _write_parquet(partial, rows, target)
         else:
             count = _write_jsonl(partial, rows)
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
     return ExportReport(dest=str(target), rows=count, read=source.report)
 
 
@@ -84,19 +81,16 @@ def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
         for row in rows:
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
             count += 1
-        out.flush()
-        os.fsync(out.fileno())
     return count
 
 
-def _write_parquet(path: Path, rows: Iterator[dict[str, Any]]) -> int:
+def _write_parquet(path: Path, rows: Iterator[dict[str, Any]], target: Path) -> int:
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as exc:
         raise TraceError(
-            f"{path.name.removesuffix('.partial')}: Parquet export needs pyarrow;"
-            " pip install pyarrow, or export to .jsonl"
+            f"{target}: Parquet export needs pyarrow; pip install pyarrow, or export to .jsonl"
         ) from exc
     arrow_types = {
         "int": pa.int64(),

@@ -333,13 +333,13 @@ class Trace(_Record):
             data["turns"] = stored_turns(data["turns"])
         return data
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented form: mypy rejects any decorator over @property
     @property
     def consulted(self) -> bool:
         """The action class IFPO weighs by: did the run look at the rules at all?"""
         return any(c.error is None for c in self.consultations)
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented form: mypy rejects any decorator over @property
     @property
     def rule_ids(self) -> list[str]:
         seen: dict[str, None] = {}

@@ -177,9 +177,10 @@ class _GroupCommit(Generic[T]):
             errors = self._flush([ticket.item for ticket in batch])
         except Exception as exc:
             # Each waiting caller gets its own exception object: they are raised in many threads.
-            errors = [TraceError(str(exc)) for _ in batch]
-            for error in errors:
-                error.__cause__ = exc
+            failures = [TraceError(str(exc)) for _ in batch]
+            for failure in failures:
+                failure.__cause__ = exc
+            errors = list(failures)
         for ticket, error in zip(batch, errors, strict=True):
             ticket.error = error
             ticket.done = True

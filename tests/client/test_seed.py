@@ -4,50 +4,12 @@ request kills its engine, and with it the server every client shares)."""
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import logging
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from safe_context_agent.client import ChatClient, _chat
 from safe_context_agent.config import AgentConfig, SamplingParams
-
-COMPLETION = {
-    "id": "x",
-    "object": "chat.completion",
-    "created": 0,
-    "model": "fake",
-    "choices": [
-        {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
-    ],
-    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-}
-
-
-@pytest.fixture
-def fake_server() -> Iterator[tuple[str, list[dict]]]:
-    bodies: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            payload = json.dumps(COMPLETION).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/v1", bodies
-    server.shutdown()
 
 
 @pytest.mark.parametrize("vllm_cpu", [True, False], ids=["vllm-cpu", "other"])
