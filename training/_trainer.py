@@ -40,7 +40,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -48,13 +48,13 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 from safe_context_training._advantages import (
-    DEFAULT_WEIGHT_CLIP,
     AdvantageStats,
     group_statistics,
     grpo_advantages,
     ifpo_advantages,
 )
 from safe_context_training._metrics import METRIC_PREFIX, StepMetrics
+from safe_context_training._options import DEFAULT_LORA_TARGETS, IFPOOptions
 from safe_context_training._replay import (
     ReplayReport,
     ReplaySample,
@@ -92,11 +92,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-_ALGOS = ("ifpo", "grpo")
-_FREQUENCY_SCOPES = ("group", "batch")
-_APPLY_TO = ("all", "positive")
-_BEHAVIOUR_LOGPROBS = ("ratio", "ignore")
 _SLOT_PREFIX = "sca-slot:"
 _FILLER_MARKER = "'sca_filler': True"
 
@@ -110,15 +105,10 @@ def cuda_bf16_supported() -> bool:
     return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
 
-def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        options = ", ".join(repr(a) for a in allowed)
-        raise ConfigError(f"IFPOConfig.{name}={value!r} is not an option; use one of {options}")
-
-
 @dataclass
-class IFPOConfig(GRPOConfig):
-    """``GRPOConfig`` plus the options of trace replay and IFPO.
+class IFPOConfig(IFPOOptions, GRPOConfig):
+    """``GRPOConfig`` plus the options of trace replay and IFPO (:class:`IFPOOptions`, where
+    each is declared with its help, choices and bounds).
 
     Every ``GRPOConfig`` field keeps its meaning (``num_generations`` is the group size,
     ``scale_rewards`` the std normalisation of the underlying GRPO advantage, ``beta`` the KL
@@ -128,121 +118,17 @@ class IFPOConfig(GRPOConfig):
     prompts are ~450 tokens, and without it 8 such sequences took ~12 GiB on CPU.
     """
 
-    algo: str = field(
-        default="ifpo",
-        metadata={
-            "help": "Advantage estimator: 'ifpo' re-weights each GRPO advantage by the inverse "
-            "frequency of its action class (consult or direct) in the group; 'grpo' is plain "
-            "group-normalised GRPO. Both go through the same code path."
-        },
-    )
-    frequency_scope: str = field(
-        default="group",
-        metadata={
-            "help": "IFPO: count action classes per 'group' (w = G / (K * n_c)) or over the whole "
-            "'batch' (better for small groups). Ignored by 'grpo'."
-        },
-    )
-    apply_to: str = field(
-        default="all",
-        metadata={
-            "help": "IFPO: re-weight 'all' advantages, or only the 'positive' ones (penalties stay "
-            "as GRPO gives them). Ignored by 'grpo'."
-        },
-    )
-    weight_clip: list[float] | None = field(
-        default_factory=lambda: list(DEFAULT_WEIGHT_CLIP),
-        metadata={
-            "help": "IFPO: [w_min, w_max] bounds on the inverse-frequency weight, so one rare "
-            "rollout cannot dominate a step; None for no clipping. Ignored by 'grpo'."
-        },
-    )
-    behaviour_logprobs: str = field(
-        default="ratio",
-        metadata={
-            "help": "'ratio': use the logprobs recorded at collection (the behaviour policy) as the "
-            "old logprobs of the PPO ratio, so replayed off-policy data is importance-weighted and "
-            "clipped; needs temperature=1.0 because vLLM records raw (untempered) logprobs. "
-            "'ignore': TRL's default, the ratio is taken against the trainer's own model."
-        },
-    )
-    full_finetune: bool = field(
-        default=False,
-        metadata={
-            "help": "Train every weight instead of a LoRA adapter. Online training needs LoRA "
-            "(only adapters can be hot-loaded into the running vLLM server)."
-        },
-    )
-    lora_r: int = field(
-        default=16,
-        metadata={"help": "LoRA rank; keep it <= the server's --max-lora-rank (16 by default)."},
-    )
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (alpha / r)."})
-    lora_dropout: float = field(
-        default=0.0,
-        metadata={
-            "help": "LoRA dropout; 0 keeps the trainer's logprobs comparable with the recorded "
-            "ones in the PPO ratio."
-        },
-    )
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: list(DEFAULT_LORA_TARGETS),
-        metadata={"help": "Module names that get LoRA adapters (the attention projections)."},
-    )
-    metrics_file: str | None = field(
-        default=None,
-        metadata={
-            "help": "Where to append one StepMetrics JSON line per logged step; None writes "
-            "<output_dir>/metrics.jsonl."
-        },
-    )
-
-    # Defaults changed from TRL's (see the class docstring).
-    learning_rate: float = field(
-        default=2e-5,
-        metadata={
-            "help": "Initial AdamW learning rate (2e-5 suits LoRA; lower it for full fine-tuning)."
-        },
-    )
-    logging_steps: float = field(
-        default=1, metadata={"help": "Log (and write a metrics record) every this many steps."}
-    )
-    bf16: bool | None = field(
-        default=None,
-        metadata={
-            "help": "bf16 mixed precision; None turns it on only on a CUDA device with bf16 "
-            "support (CPU training runs in fp32)."
-        },
-    )
-
     def __post_init__(self) -> None:
-        _check_choice("algo", self.algo, _ALGOS)
-        _check_choice("frequency_scope", self.frequency_scope, _FREQUENCY_SCOPES)
-        _check_choice("apply_to", self.apply_to, _APPLY_TO)
-        _check_choice("behaviour_logprobs", self.behaviour_logprobs, _BEHAVIOUR_LOGPROBS)
-        if self.weight_clip is not None:
-            clip = list(self.weight_clip)
-            if len(clip) != 2 or not (0.0 < clip[0] <= clip[1]) or not math.isfinite(clip[1]):
-                raise ConfigError(
-                    f"IFPOConfig.weight_clip={self.weight_clip!r} is invalid; use [w_min, w_max] "
-                    "with 0 < w_min <= w_max, e.g. [0.25, 4.0], or None"
-                )
-            self.weight_clip = [float(clip[0]), float(clip[1])]
+        self.check_options("IFPOConfig")
         if self.behaviour_logprobs == "ratio" and self.temperature != 1.0:
             raise ConfigError(
                 f"IFPOConfig.temperature={self.temperature} with behaviour_logprobs='ratio': vLLM "
                 "records raw (temperature 1) logprobs, so the trainer must score at temperature "
                 "1.0 too; keep temperature=1.0 or set behaviour_logprobs='ignore'"
             )
-        if self.lora_r < 1 or self.lora_alpha < 1:
-            raise ConfigError("IFPOConfig.lora_r and lora_alpha must be positive integers")
         if self.bf16 is None:
             self.bf16 = cuda_bf16_supported()
         super().__post_init__()
-
-    @property
-    def clip_bounds(self) -> tuple[float, float] | None:
-        return (self.weight_clip[0], self.weight_clip[1]) if self.weight_clip else None
 
 
 def load_policy(
@@ -288,10 +174,13 @@ def load_policy(
     return policy, tokenizer
 
 
+_DEFAULTS = IFPOOptions()
+
+
 def lora_config(
-    r: int = 16,
-    alpha: int = 32,
-    dropout: float = 0.0,
+    r: int = _DEFAULTS.lora_r,
+    alpha: int = _DEFAULTS.lora_alpha,
+    dropout: float = _DEFAULTS.lora_dropout,
     target_modules: Sequence[str] = DEFAULT_LORA_TARGETS,
 ) -> Any:
     """The PEFT ``LoraConfig`` both trainers use by default."""
