@@ -77,22 +77,21 @@ def weight_clip_bounds(value: Any, label: str) -> list[float] | None:
 
 
 # Fields more than one options class declares: each declared here once.
-def _full_finetune() -> Any:
-    return option(
-        False,
-        help="Train every weight instead of a LoRA adapter. Online training needs LoRA (only "
-        "adapters can be hot-loaded into the running vLLM server).",
-    )
-
-
-def _lora_r() -> Any:
-    return option(
-        16, ge=1, help="LoRA rank; keep it <= the server's --max-lora-rank (16 by default)."
-    )
-
-
-def _lora_alpha() -> Any:
-    return option(32, ge=1, help="LoRA scaling numerator (alpha / r).")
+_FULL_FINETUNE: dict[str, Any] = {
+    "default": False,
+    "help": "Train every weight instead of a LoRA adapter. Online training needs LoRA (only "
+    "adapters can be hot-loaded into the running vLLM server).",
+}
+_LORA_R: dict[str, Any] = {
+    "default": 16,
+    "ge": 1,
+    "help": "LoRA rank; keep it <= the server's --max-lora-rank (16 by default).",
+}
+_LORA_ALPHA: dict[str, Any] = {
+    "default": 32,
+    "ge": 1,
+    "help": "LoRA scaling numerator (alpha / r).",
+}
 
 
 @dataclass
@@ -128,9 +127,9 @@ class IFPOOptions:
         "clipped; needs temperature=1.0 because vLLM records raw (untempered) logprobs. "
         "'ignore': TRL's default, the ratio is taken against the trainer's own model.",
     )
-    full_finetune: bool = _full_finetune()
-    lora_r: int = _lora_r()
-    lora_alpha: int = _lora_alpha()
+    full_finetune: bool = option(**_FULL_FINETUNE)
+    lora_r: int = option(**_LORA_R)
+    lora_alpha: int = option(**_LORA_ALPHA)
     lora_dropout: float = option(
         0.0,
         ge=0.0,
@@ -188,7 +187,9 @@ class RewardOptions:
         help="Reward for an undecidable LLM verdict (default: an error naming the trace).",
     )
     behaviour_weight: float = option(
-        1.0, allow_inf_nan=False, help="Weight of the behaviour term (the action matches the label)."
+        1.0,
+        allow_inf_nan=False,
+        help="Weight of the behaviour term (the action matches the label).",
     )
     correctness_weight: float = option(
         1.0, allow_inf_nan=False, help="Weight of task correctness (metadata.answer)."
@@ -228,9 +229,9 @@ class SFTOptions:
     max_steps: int = option(-1, ge=-1, help="Optimizer steps; -1 runs the epochs.")
     learning_rate: float = option(1e-4, gt=0.0, allow_inf_nan=False, help="Learning rate.")
     batch_size: int = option(4, ge=1, help="Sequences per optimizer step.")
-    full_finetune: bool = _full_finetune()
-    lora_r: int = _lora_r()
-    lora_alpha: int = _lora_alpha()
+    full_finetune: bool = option(**_FULL_FINETUNE)
+    lora_r: int = option(**_LORA_R)
+    lora_alpha: int = option(**_LORA_ALPHA)
     seed: int = option(42, ge=0, help="Random seed.")
 
     def __post_init__(self) -> None:

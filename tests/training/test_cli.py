@@ -87,13 +87,14 @@ BAD_FLAGS = [
     ([], "--judge-unknown", "nan", "--judge-unknown nan: input should be a finite number"),
 ]
 ONLINE = ["online", "--prompts", "p.jsonl", "--out", "o"]
+ONLINE_1 = [*ONLINE, "--steps", "1"]
 BAD_ONLINE_FLAGS = [
     (ONLINE, "--steps", "0", "--steps 0: online training needs at least 1 update"),
-    (ONLINE + ["--steps", "1"], "--prompts-per-step", "0", "--prompts-per-step 0: input should"),
-    (ONLINE + ["--steps", "1"], "--max-tokens", "0", "--max-tokens 0: input should be greater"),
-    (ONLINE + ["--steps", "1"], "--temperature", "-1", "--temperature -1.0: input should be"),
-    (ONLINE + ["--steps", "1"], "--max-concurrency", "0", "--max-concurrency 0: input should"),
-    (ONLINE + ["--steps", "1"], "--lr", "0", "--lr 0.0: input should be greater than 0"),
+    (ONLINE_1, "--prompts-per-step", "0", "--prompts-per-step 0: input should"),
+    (ONLINE_1, "--max-tokens", "0", "--max-tokens 0: input should be greater"),
+    (ONLINE_1, "--temperature", "-1", "--temperature -1.0: input should be"),
+    (ONLINE_1, "--max-concurrency", "0", "--max-concurrency 0: input should"),
+    (ONLINE_1, "--lr", "0", "--lr 0.0: input should be greater than 0"),
 ]
 SFT = ["sft", "--traces", "t.jsonl", "--out", "o"]
 BAD_SFT_FLAGS = [
