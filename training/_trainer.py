@@ -379,8 +379,8 @@ def slot_advantages(
             consulted,
             groups,
             scale=args.scale_rewards,  # type: ignore[arg-type]
-            frequency_scope=args.frequency_scope,  # type: ignore[arg-type]
-            apply_to=args.apply_to,  # type: ignore[arg-type]
+            frequency_scope=args.frequency_scope,
+            apply_to=args.apply_to,
             weight_clip=args.clip_bounds,
         )
     else:
@@ -389,7 +389,7 @@ def slot_advantages(
         rewards,  # type: ignore[arg-type]
         consulted,
         groups,
-        frequency_scope=args.frequency_scope,  # type: ignore[arg-type]
+        frequency_scope=args.frequency_scope,
         weight_clip=args.clip_bounds,
     )
     by_trace = {t.trace_id: float(v) for t, v in zip(members, values, strict=True)}
