@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from safe_context_agent.errors import ConfigError
 
@@ -18,6 +21,8 @@ __all__ = [
     "AgentConfig",
     "SamplingParams",
     "describe_settings_error",
+    "option",
+    "validate_options",
     "validate_settings",
 ]
 
@@ -71,6 +76,75 @@ def validate_settings(
     """
     try:
         return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid {source}: {describe_settings_error(exc, labels)}") from None
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,
+    default_factory: Any = dataclasses.MISSING,
+    **bounds: Any,
+) -> Any:
+    """A dataclass field declared the way TRL declares its config fields (``metadata={"help":
+    ...}``), plus pydantic bounds (``ge``, ``gt``, ``le``, ``lt``, ``allow_inf_nan``) that
+    :func:`validate_options` checks. The CLI builds its flags from the same metadata."""
+    return dataclasses.field(
+        default=default,
+        default_factory=default_factory,
+        metadata={"help": help, "bounds": bounds},
+    )
+
+
+@functools.cache
+def _options_model(options: type) -> type[BaseModel]:
+    """A pydantic model with the fields of the dataclass ``options``: their types and bounds.
+
+    Every field defaults to None (not validated), so a subset of the fields can be checked.
+    """
+    hints = typing.get_type_hints(options)
+    fields: dict[str, Any] = {
+        f.name: (hints[f.name], Field(default=None, **f.metadata.get("bounds", {})))
+        for f in dataclasses.fields(options)
+    }
+    return create_model(
+        options.__name__, __config__=ConfigDict(arbitrary_types_allowed=True), **fields
+    )
+
+
+def _choices(annotation: Any) -> tuple[Any, ...]:
+    """The values of a ``Literal`` annotation (empty for any other type)."""
+    return typing.get_args(annotation) if typing.get_origin(annotation) is Literal else ()
+
+
+def validate_options(
+    options: type,
+    values: Mapping[str, Any],
+    *,
+    source: str,
+    labels: Mapping[str, str] | None = None,
+) -> None:
+    """Check ``values`` (a subset of the dataclass ``options``' fields) against their declared
+    types and bounds: a :class:`ConfigError` naming each bad field, or flag through ``labels``.
+
+    The dataclass counterpart of :func:`validate_settings`: the Python API (the dataclass's
+    ``__post_init__``) and the CLI flags built from the same fields go through it.
+    """
+    model = _options_model(options)
+    unknown = set(values) - set(model.model_fields)
+    if unknown:
+        raise TypeError(f"{options.__name__} has no field {', '.join(sorted(unknown))}")
+    for name, value in values.items():
+        allowed = _choices(model.model_fields[name].annotation)
+        if allowed and value not in allowed:
+            label = (labels or {}).get(name, f"field '{name}'")
+            choices = ", ".join(repr(choice) for choice in allowed)
+            raise ConfigError(
+                f"invalid {source}: {label}={value!r} is not an option; use one of {choices}"
+            )
+    try:
+        model.model_validate(dict(values))
     except ValidationError as exc:
         raise ConfigError(f"invalid {source}: {describe_settings_error(exc, labels)}") from None
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal, TypeAlias
+from typing import Final, Literal, TypeAlias, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +32,7 @@ __all__ = [
     "DEFAULT_WEIGHT_CLIP",
     "GRPO_STD_EPS",
     "AdvantageStats",
+    "Algo",
     "ApplyTo",
     "FrequencyScope",
     "RewardScale",
@@ -41,6 +42,8 @@ __all__ = [
     "inverse_frequency_weights",
 ]
 
+Algo: TypeAlias = Literal["ifpo", "grpo"]
+"""The advantage estimator: IFPO (inverse-frequency weighted GRPO) or plain GRPO."""
 RewardScale: TypeAlias = Literal["group", "batch", "none"]
 FrequencyScope: TypeAlias = Literal["group", "batch"]
 ApplyTo: TypeAlias = Literal["all", "positive"]
@@ -54,9 +57,9 @@ DEFAULT_WEIGHT_CLIP: Final[tuple[float, float]] = (0.25, 4.0)
 # TRL logs a group as zero-variance when torch.isclose(std, 0) holds, i.e. std <= 1e-8.
 _ZERO_STD_ATOL: Final[float] = 1e-8
 
-_SCALES: Final[tuple[str, ...]] = ("group", "batch", "none")
-_FREQUENCY_SCOPES: Final[tuple[str, ...]] = ("group", "batch")
-_APPLY_TO: Final[tuple[str, ...]] = ("all", "positive")
+_SCALES: Final[tuple[str, ...]] = get_args(RewardScale)
+_FREQUENCY_SCOPES: Final[tuple[str, ...]] = get_args(FrequencyScope)
+_APPLY_TO: Final[tuple[str, ...]] = get_args(ApplyTo)
 
 Rewards: TypeAlias = Sequence[float] | npt.NDArray[np.floating]
 Consulted: TypeAlias = Sequence[bool | int] | npt.NDArray[np.bool_ | np.integer]

@@ -26,11 +26,12 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, Field
 from safe_context_training._metrics import StepMetrics
+from safe_context_training._options import DEFAULT_ONLINE_SAMPLING, OnlineOptions
 from safe_context_training._replay import ReplayReport, ReplaySet, ReplayTrajectory
 from safe_context_training._rewards import CombinedReward, default_reward, score_trajectories
 from safe_context_training._trainer import IFPOConfig, IFPOTrainer, load_policy
 
-from safe_context_agent import AgentConfig, SafeContextAgent, SamplingParams
+from safe_context_agent import AgentConfig, SafeContextAgent
 from safe_context_agent.errors import AgentRunError, ConfigError, ServeError
 from safe_context_agent.eval import EvalPrompt, load_suite
 from safe_context_agent.graph import Retriever, RunInput
@@ -44,8 +45,7 @@ __all__ = [
     "unload_lora_adapter",
 ]
 
-DEFAULT_ONLINE_SAMPLING = SamplingParams(temperature=1.0, max_tokens=128)
-"""Collection samples at temperature 1.0: the trainer scores at 1.0 and vLLM records raw logprobs."""
+_DEFAULTS = OnlineOptions()
 
 
 def _root(base_url: str) -> str:
@@ -142,9 +142,9 @@ class OnlineSource:
         *,
         group_size: int,
         output_dir: Path,
-        adapter_prefix: str = "policy",
-        max_concurrency: int = 8,
-        keep_loaded: int = 2,
+        adapter_prefix: str = _DEFAULTS.adapter_prefix,
+        max_concurrency: int = _DEFAULTS.max_concurrency,
+        keep_loaded: int = _DEFAULTS.keep_loaded,
     ) -> None:
         if not prompts:
             raise ConfigError("online training needs at least one prompt")
@@ -312,9 +312,9 @@ def run_online(
     reward: CombinedReward | None = None,
     model: str | os.PathLike[str] | None = None,
     adapter: str | os.PathLike[str] | None = None,
-    adapter_prefix: str = "policy",
-    max_concurrency: int = 8,
-    keep_loaded: int = 2,
+    adapter_prefix: str = _DEFAULTS.adapter_prefix,
+    max_concurrency: int = _DEFAULTS.max_concurrency,
+    keep_loaded: int = _DEFAULTS.keep_loaded,
     resume_from_checkpoint: str | bool | None = None,
     step_hooks: Sequence[Callable[[StepMetrics], None]] = (),
 ) -> OnlineResult:
@@ -329,6 +329,9 @@ def run_online(
     """
     from accelerate import PartialState
 
+    OnlineOptions(
+        adapter_prefix=adapter_prefix, max_concurrency=max_concurrency, keep_loaded=keep_loaded
+    )
     if PartialState().num_processes > 1:
         raise ConfigError(
             "online training runs in one process (rollouts come from one vLLM server); run it "

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from safe_context_training._options import RewardOptions
 from safe_context_training._replay import ReplayTrajectory
 
 from safe_context_agent.errors import SafeContextError
@@ -62,6 +63,9 @@ TraceReward = Callable[[Trace], float | None]
 """A reward term: one trace in, a number out (``None`` when the term does not apply)."""
 
 LABELS: tuple[str, ...] = ("harmful", "benign")
+
+_WEIGHTS = RewardOptions()
+"""The default weights (declared, with the CLI's help, in :class:`RewardOptions`)."""
 
 
 class RewardError(SafeContextError):
@@ -225,10 +229,10 @@ class CombinedReward:
 def default_reward(
     judge: Judge | None = None,
     *,
-    behaviour: float = 1.0,
-    correctness: float = 1.0,
-    format: float = 0.25,
-    unknown: float | None = None,
+    behaviour: float = _WEIGHTS.behaviour_weight,
+    correctness: float = _WEIGHTS.correctness_weight,
+    format: float = _WEIGHTS.format_weight,
+    unknown: float | None = _WEIGHTS.judge_unknown,
 ) -> CombinedReward:
     """Behaviour matches label (weight 1), task correctness (1), malformed-call penalty (0.25).
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
+from safe_context_training._options import SFTOptions
 from safe_context_training._replay import ReplayReport, ReplaySet, load_replay
 from safe_context_training._rewards import CombinedReward, default_reward, score_trajectories
 from safe_context_training._trainer import cuda_bf16_supported, load_policy, lora_config
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from datasets import Dataset
 
 __all__ = ["IGNORE_INDEX", "SFTResult", "sft_dataset", "train_sft"]
+
+_DEFAULTS = SFTOptions()
 
 IGNORE_INDEX = -100
 """The label that keeps a token out of the loss (the value transformers' loss skips)."""
@@ -82,17 +85,17 @@ def train_sft(
     traces: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     output_dir: str | os.PathLike[str],
     *,
-    min_reward: float | None = 1.0,
+    min_reward: float | None = _DEFAULTS.min_reward,
     reward: CombinedReward | None = None,
     model: str | os.PathLike[str] | None = None,
-    full_finetune: bool = False,
-    lora_r: int = 16,
-    lora_alpha: int = 32,
-    epochs: float = 1.0,
-    max_steps: int = -1,
-    learning_rate: float = 1e-4,
-    batch_size: int = 4,
-    seed: int = 42,
+    full_finetune: bool = _DEFAULTS.full_finetune,
+    lora_r: int = _DEFAULTS.lora_r,
+    lora_alpha: int = _DEFAULTS.lora_alpha,
+    epochs: float = _DEFAULTS.epochs,
+    max_steps: int = _DEFAULTS.max_steps,
+    learning_rate: float = _DEFAULTS.learning_rate,
+    batch_size: int = _DEFAULTS.batch_size,
+    seed: int = _DEFAULTS.seed,
     gradient_checkpointing: bool = False,
     padding_free: bool = False,
     threads: int | None = None,
@@ -107,9 +110,22 @@ def train_sft(
     one to a vLLM server that shares the machine). ``padding_free`` flattens each batch into
     one sequence instead (transformers then masks attention block-diagonally).
     ``sft_overrides`` go to TRL's ``SFTConfig`` unchanged (e.g. ``gradient_accumulation_steps``).
+    The hyper-parameters and their bounds are :class:`SFTOptions`' (checked before any work).
     """
     import torch
     from trl import SFTConfig, SFTTrainer
+
+    SFTOptions(
+        min_reward=min_reward,
+        epochs=epochs,
+        max_steps=max_steps,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        full_finetune=full_finetune,
+        lora_r=lora_r,
+        lora_alpha=lora_alpha,
+        seed=seed,
+    )
 
     if threads is not None:
         torch.set_num_threads(threads)

@@ -5,17 +5,25 @@ How a replayed batch reaches TRL (``docs/training.md`` has the picture):
 1. The train dataset has one row per *group key* (offline: a ``group_id``; online: a prompt id).
    TRL's sampler repeats each row ``num_generations`` times, consecutively; copy ``k`` of a key
    stands for trajectory ``k`` of its group.
-2. :meth:`IFPOTrainer._generate_and_score_completions` resolves each copy to a trajectory through
-   the :class:`RolloutSource` (offline: a lookup; online: collection with the agent), and lays the
-   trajectories' samples out in *slots*: the first sample of entry ``i`` in slot ``i`` (so TRL's
-   groups line up with ours), the extra per-turn samples of trajectories that could not be
-   replayed as one sequence after them, and fully masked filler slots to round the batch to
-   TRL's shape. Then it calls TRL with one entry per slot.
+2. :meth:`IFPOTrainer.generation_batch` (TRL's generation step) resolves each copy to a
+   trajectory through the :class:`RolloutSource` (offline: a lookup; online: collection with the
+   agent), and lays the trajectories' samples out in *slots*: the first sample of entry ``i`` in
+   slot ``i`` (so TRL's groups line up with ours), the extra per-turn samples of trajectories
+   that could not be replayed as one sequence after them, and fully masked filler slots to round
+   the batch to TRL's shape. Then it calls TRL with one entry per slot, keyed
+   ``sca-slot:<generation>:<slot>``: the layout is registered under its generation number for
+   the length of that call only.
 3. TRL's ``rollout_func`` (:func:`replay_rollout`) returns each slot's recorded ids, logprobs
    and ``env_mask``; TRL builds the loss mask ``completion_mask * env_mask``.
 4. After TRL has scored the batch, the advantages are replaced: ``ifpo_advantages`` (or
    ``grpo_advantages``) over the full groups' logged rewards and consult flags, one value per
-   trajectory, copied to each of its slots (0 for fillers). Both algorithms take this path.
+   trajectory, copied to each of its slots (0 for fillers). Both algorithms take this path, and
+   the completions log gets these advantages in place of the GRPO ones TRL logged.
+5. What the loss needs per row (the slot index, filler or not, the trace) travels in the batch
+   dict itself, shuffled and split with the rows, so an evaluation pass between the buffered
+   micro-batches of one generation cannot change what is trained.
+
+TRL's private members are used in :mod:`._trl_compat` only.
 
 A non-finite loss stops training with :class:`NonFiniteLossError` naming the step and traces
 (non-finite rewards already stop at scoring, see ``_rewards``): skipping a step would hide the
@@ -24,13 +32,15 @@ divergence, and the last checkpoint resumes cleanly.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -38,13 +48,13 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 from safe_context_training._advantages import (
-    DEFAULT_WEIGHT_CLIP,
     AdvantageStats,
     group_statistics,
     grpo_advantages,
     ifpo_advantages,
 )
 from safe_context_training._metrics import METRIC_PREFIX, StepMetrics
+from safe_context_training._options import DEFAULT_LORA_TARGETS, IFPOOptions
 from safe_context_training._replay import (
     ReplayReport,
     ReplaySample,
@@ -53,8 +63,9 @@ from safe_context_training._replay import (
     load_replay,
 )
 from safe_context_training._rewards import CombinedReward, default_reward, score_trajectories
+from safe_context_training._trl_compat import GRPOSeams
 from transformers import TrainerCallback
-from trl import GRPOConfig, GRPOTrainer
+from trl import GRPOConfig
 
 from safe_context_agent.errors import ConfigError, SafeContextError
 
@@ -81,12 +92,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-_ALGOS = ("ifpo", "grpo")
-_FREQUENCY_SCOPES = ("group", "batch")
-_APPLY_TO = ("all", "positive")
-_BEHAVIOUR_LOGPROBS = ("ratio", "ignore")
 _SLOT_PREFIX = "sca-slot:"
+_FILLER_MARKER = "'sca_filler': True"
 
 
 class NonFiniteLossError(SafeContextError):
@@ -98,15 +105,10 @@ def cuda_bf16_supported() -> bool:
     return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
 
-def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        options = ", ".join(repr(a) for a in allowed)
-        raise ConfigError(f"IFPOConfig.{name}={value!r} is not an option; use one of {options}")
-
-
 @dataclass
-class IFPOConfig(GRPOConfig):
-    """``GRPOConfig`` plus the options of trace replay and IFPO.
+class IFPOConfig(IFPOOptions, GRPOConfig):
+    """``GRPOConfig`` plus the options of trace replay and IFPO (:class:`IFPOOptions`, where
+    each is declared with its help, choices and bounds).
 
     Every ``GRPOConfig`` field keeps its meaning (``num_generations`` is the group size,
     ``scale_rewards`` the std normalisation of the underlying GRPO advantage, ``beta`` the KL
@@ -116,121 +118,17 @@ class IFPOConfig(GRPOConfig):
     prompts are ~450 tokens, and without it 8 such sequences took ~12 GiB on CPU.
     """
 
-    algo: str = field(
-        default="ifpo",
-        metadata={
-            "help": "Advantage estimator: 'ifpo' re-weights each GRPO advantage by the inverse "
-            "frequency of its action class (consult or direct) in the group; 'grpo' is plain "
-            "group-normalised GRPO. Both go through the same code path."
-        },
-    )
-    frequency_scope: str = field(
-        default="group",
-        metadata={
-            "help": "IFPO: count action classes per 'group' (w = G / (K * n_c)) or over the whole "
-            "'batch' (better for small groups). Ignored by 'grpo'."
-        },
-    )
-    apply_to: str = field(
-        default="all",
-        metadata={
-            "help": "IFPO: re-weight 'all' advantages, or only the 'positive' ones (penalties stay "
-            "as GRPO gives them). Ignored by 'grpo'."
-        },
-    )
-    weight_clip: list[float] | None = field(
-        default_factory=lambda: list(DEFAULT_WEIGHT_CLIP),
-        metadata={
-            "help": "IFPO: [w_min, w_max] bounds on the inverse-frequency weight, so one rare "
-            "rollout cannot dominate a step; None for no clipping. Ignored by 'grpo'."
-        },
-    )
-    behaviour_logprobs: str = field(
-        default="ratio",
-        metadata={
-            "help": "'ratio': use the logprobs recorded at collection (the behaviour policy) as the "
-            "old logprobs of the PPO ratio, so replayed off-policy data is importance-weighted and "
-            "clipped; needs temperature=1.0 because vLLM records raw (untempered) logprobs. "
-            "'ignore': TRL's default, the ratio is taken against the trainer's own model."
-        },
-    )
-    full_finetune: bool = field(
-        default=False,
-        metadata={
-            "help": "Train every weight instead of a LoRA adapter. Online training needs LoRA "
-            "(only adapters can be hot-loaded into the running vLLM server)."
-        },
-    )
-    lora_r: int = field(
-        default=16,
-        metadata={"help": "LoRA rank; keep it <= the server's --max-lora-rank (16 by default)."},
-    )
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (alpha / r)."})
-    lora_dropout: float = field(
-        default=0.0,
-        metadata={
-            "help": "LoRA dropout; 0 keeps the trainer's logprobs comparable with the recorded "
-            "ones in the PPO ratio."
-        },
-    )
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: list(DEFAULT_LORA_TARGETS),
-        metadata={"help": "Module names that get LoRA adapters (the attention projections)."},
-    )
-    metrics_file: str | None = field(
-        default=None,
-        metadata={
-            "help": "Where to append one StepMetrics JSON line per logged step; None writes "
-            "<output_dir>/metrics.jsonl."
-        },
-    )
-
-    # Defaults changed from TRL's (see the class docstring).
-    learning_rate: float = field(
-        default=2e-5,
-        metadata={
-            "help": "Initial AdamW learning rate (2e-5 suits LoRA; lower it for full fine-tuning)."
-        },
-    )
-    logging_steps: float = field(
-        default=1, metadata={"help": "Log (and write a metrics record) every this many steps."}
-    )
-    bf16: bool | None = field(
-        default=None,
-        metadata={
-            "help": "bf16 mixed precision; None turns it on only on a CUDA device with bf16 "
-            "support (CPU training runs in fp32)."
-        },
-    )
-
     def __post_init__(self) -> None:
-        _check_choice("algo", self.algo, _ALGOS)
-        _check_choice("frequency_scope", self.frequency_scope, _FREQUENCY_SCOPES)
-        _check_choice("apply_to", self.apply_to, _APPLY_TO)
-        _check_choice("behaviour_logprobs", self.behaviour_logprobs, _BEHAVIOUR_LOGPROBS)
-        if self.weight_clip is not None:
-            clip = list(self.weight_clip)
-            if len(clip) != 2 or not (0.0 < clip[0] <= clip[1]) or not math.isfinite(clip[1]):
-                raise ConfigError(
-                    f"IFPOConfig.weight_clip={self.weight_clip!r} is invalid; use [w_min, w_max] "
-                    "with 0 < w_min <= w_max, e.g. [0.25, 4.0], or None"
-                )
-            self.weight_clip = [float(clip[0]), float(clip[1])]
+        self.check_options("IFPOConfig")
         if self.behaviour_logprobs == "ratio" and self.temperature != 1.0:
             raise ConfigError(
                 f"IFPOConfig.temperature={self.temperature} with behaviour_logprobs='ratio': vLLM "
                 "records raw (temperature 1) logprobs, so the trainer must score at temperature "
                 "1.0 too; keep temperature=1.0 or set behaviour_logprobs='ignore'"
             )
-        if self.lora_r < 1 or self.lora_alpha < 1:
-            raise ConfigError("IFPOConfig.lora_r and lora_alpha must be positive integers")
         if self.bf16 is None:
             self.bf16 = cuda_bf16_supported()
         super().__post_init__()
-
-    @property
-    def clip_bounds(self) -> tuple[float, float] | None:
-        return (self.weight_clip[0], self.weight_clip[1]) if self.weight_clip else None
 
 
 def load_policy(
@@ -276,10 +174,13 @@ def load_policy(
     return policy, tokenizer
 
 
+_DEFAULTS = IFPOOptions()
+
+
 def lora_config(
-    r: int = 16,
-    alpha: int = 32,
-    dropout: float = 0.0,
+    r: int = _DEFAULTS.lora_r,
+    alpha: int = _DEFAULTS.lora_alpha,
+    dropout: float = _DEFAULTS.lora_dropout,
     target_modules: Sequence[str] = DEFAULT_LORA_TARGETS,
 ) -> Any:
     """The PEFT ``LoraConfig`` both trainers use by default."""
@@ -406,6 +307,40 @@ FILLER = Slot(None, None)
 """The fully masked slot that pads a batch to TRL's shape."""
 
 
+class _Layouts:
+    """The slot layout of each generation batch in progress, by generation number.
+
+    A layout is registered for the length of TRL's generation call only (that is when
+    ``rollout_func`` reads it); everything later steps need travels in the batch dict. So a
+    second generation (an evaluation pass between buffered micro-batches) gets its own number
+    and cannot re-index the first.
+    """
+
+    def __init__(self) -> None:
+        self._numbers = itertools.count(1)
+        self._by_generation: dict[int, Sequence[Slot]] = {}
+
+    @contextlib.contextmanager
+    def registered(self, slots: Sequence[Slot]) -> Iterator[list[str]]:
+        """Register ``slots`` under a new generation number; yield one key per slot."""
+        generation = next(self._numbers)
+        self._by_generation[generation] = slots
+        try:
+            yield [f"{_SLOT_PREFIX}{generation}:{index}" for index in range(len(slots))]
+        finally:
+            del self._by_generation[generation]
+
+    def slot_of(self, key: str) -> Slot:
+        generation, _, index = key.removeprefix(_SLOT_PREFIX).partition(":")
+        try:
+            return self._by_generation[int(generation)][int(index)]
+        except (KeyError, IndexError, ValueError):
+            raise RuntimeError(
+                f"rollout_func got {key!r}, which is no slot of a generation batch in progress "
+                "(replay_rollout serves IFPOTrainer's own generation step only)"
+            ) from None
+
+
 def layout_slots(
     trajectories: Sequence[ReplayTrajectory | None], *, multiple: int, minimum: int = 0
 ) -> list[Slot]:
@@ -444,8 +379,8 @@ def slot_advantages(
             consulted,
             groups,
             scale=args.scale_rewards,  # type: ignore[arg-type]
-            frequency_scope=args.frequency_scope,  # type: ignore[arg-type]
-            apply_to=args.apply_to,  # type: ignore[arg-type]
+            frequency_scope=args.frequency_scope,
+            apply_to=args.apply_to,
             weight_clip=args.clip_bounds,
         )
     else:
@@ -454,7 +389,7 @@ def slot_advantages(
         rewards,  # type: ignore[arg-type]
         consulted,
         groups,
-        frequency_scope=args.frequency_scope,  # type: ignore[arg-type]
+        frequency_scope=args.frequency_scope,
         weight_clip=args.clip_bounds,
     )
     by_trace = {t.trace_id: float(v) for t, v in zip(members, values, strict=True)}
@@ -473,7 +408,8 @@ def compact_micro_batch(inputs: dict[str, Any], keep: torch.Tensor) -> dict[str,
     either), yet the forward and backward pass would pay for it at full padded length; and once
     the rows of a micro-batch are known, columns that are padding in every one of them carry
     nothing. ``keep`` marks the rows to keep (if it marks none, the first row stays so that the
-    step still has a graph to backpropagate: a filler trimmed to two tokens).
+    step still has a graph to backpropagate: a filler trimmed to two tokens). Lists with one
+    item per row (the trace ids) are compacted like the tensors.
 
     For TRL's token-normalised losses (``dapo``, the default, ``bnpo``, ``cispo``) the loss is
     unchanged; for the per-sequence means (``grpo``, ``dr_grpo``, ``luspo``) fillers no longer
@@ -494,6 +430,9 @@ def compact_micro_batch(inputs: dict[str, Any], keep: torch.Tensor) -> dict[str,
 
     out: dict[str, Any] = {}
     for key, value in inputs.items():
+        if isinstance(value, list) and len(value) == rows:
+            out[key] = [item for item, kept in zip(value, keep.tolist(), strict=True) if kept]
+            continue
         if not isinstance(value, torch.Tensor) or value.dim() == 0 or value.shape[0] != rows:
             out[key] = value
             continue
@@ -507,7 +446,10 @@ def compact_micro_batch(inputs: dict[str, Any], keep: torch.Tensor) -> dict[str,
 
 
 def replay_rollout(prompts: list[str], trainer: IFPOTrainer) -> dict[str, list[Any]]:
-    """TRL ``rollout_func``: each prompt is a slot key; return its recorded ids and masks."""
+    """TRL ``rollout_func``: each prompt is a slot key; return its recorded ids and masks.
+
+    The extra keys (``sca_reward``, ``sca_trace_id``, ``sca_filler``) reach the reward function.
+    """
     pad = trainer.pad_token_id
     eos = trainer.eos_token_ids[0] if trainer.eos_token_ids else pad
     out: dict[str, list[Any]] = {
@@ -523,7 +465,7 @@ def replay_rollout(prompts: list[str], trainer: IFPOTrainer) -> dict[str, list[A
         )
     }
     for key in prompts:
-        slot = trainer.slot(key)
+        slot = trainer.slot_of(key)
         if slot.sample is None or slot.trajectory is None:
             # A one-token stand-in that the loss never sees (env_mask 0) and no reward scores.
             sample_ids: tuple[list[int], list[int], list[float], list[int]] = (
@@ -552,19 +494,6 @@ def replayed_reward(
 ) -> list[float | None]:
     """TRL reward function: the reward scored on the trace (None for filler slots)."""
     return list(kwargs["sca_reward"])
-
-
-class _QuietFillers(logging.Filter):
-    """Drop TRL's 'all reward functions returned None' warning when it is about a filler slot."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not (
-            "All reward functions returned None" in message and "'sca_filler': True" in message
-        )
-
-
-_QUIET_FILLERS = _QuietFillers()
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
@@ -610,7 +539,7 @@ class _StepCallback(TrainerCallback):
             hook(record)
 
 
-class IFPOTrainer(GRPOTrainer):
+class IFPOTrainer(GRPOSeams):
     """GRPO / IFPO on replayed traces, through TRL's ``rollout_func``.
 
     >>> replay = load_replay("runs/traces.jsonl")  # doctest: +SKIP
@@ -648,7 +577,7 @@ class IFPOTrainer(GRPOTrainer):
             source = ReplaySource(source, reward or default_reward())
         self.source: RolloutSource = source
         self.step_hooks = list(step_hooks)
-        self._slots: list[Slot] = []
+        self._layouts = _Layouts()
         self._check_shapes(args)
 
         if model is None or isinstance(model, str | os.PathLike):
@@ -664,19 +593,17 @@ class IFPOTrainer(GRPOTrainer):
         from datasets import Dataset
 
         dataset = Dataset.from_dict({"prompt": source.keys()})
-        logging.getLogger("trl.trainer.grpo_trainer").addFilter(_QUIET_FILLERS)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="You are using 'rollout_func'")
-            super().__init__(
-                model=model,
-                reward_funcs=[replayed_reward],
-                args=args,
-                train_dataset=dataset,
-                processing_class=processing_class,
-                callbacks=[_StepCallback(self), *callbacks],
-                peft_config=peft_config,
-                rollout_func=replay_rollout,
-            )
+        super().__init__(
+            model=model,
+            reward_funcs=[replayed_reward],
+            args=args,
+            train_dataset=dataset,
+            processing_class=processing_class,
+            callbacks=[_StepCallback(self), *callbacks],
+            peft_config=peft_config,
+            rollout_func=replay_rollout,
+            quiet_reward_marker=_FILLER_MARKER,
+        )
 
     # -- checks and small accessors -----------------------------------------------------------
     def _check_shapes(self, args: IFPOConfig) -> None:
@@ -698,15 +625,17 @@ class IFPOTrainer(GRPOTrainer):
 
     @property
     def pad_token_id(self) -> int:
-        pad = self._tokenizer.pad_token_id
-        return int(pad if pad is not None else self._tokenizer.eos_token_id)
+        tokenizer = self.text_tokenizer
+        pad = tokenizer.pad_token_id
+        return int(pad if pad is not None else tokenizer.eos_token_id)
 
     @property
     def metrics_path(self) -> Path:
         return Path(self.args.metrics_file or Path(self.args.output_dir) / "metrics.jsonl")
 
-    def slot(self, key: str) -> Slot:
-        return self._slots[int(key.removeprefix(_SLOT_PREFIX))]
+    def slot_of(self, key: str) -> Slot:
+        """The slot behind a ``rollout_func`` prompt key, while its generation is in progress."""
+        return self._layouts.slot_of(key)
 
     # -- training -----------------------------------------------------------------------------
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any) -> Any:
@@ -715,7 +644,8 @@ class IFPOTrainer(GRPOTrainer):
             self.metrics_path.unlink(missing_ok=True)
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
-    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+    def generation_batch(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        """Resolve, lay out, let TRL replay and score, then replace the advantages (see above)."""
         mode = "train" if self.model.training else "eval"
         group_size = self.num_generations if mode == "train" else self.num_generations_eval
         offset = self.accelerator.process_index * len(inputs)
@@ -724,6 +654,29 @@ class IFPOTrainer(GRPOTrainer):
         trajectories = self.source.resolve([row["prompt"] for row in inputs], copies)
         collect_s = time.perf_counter() - started
 
+        slots = self.lay_out(trajectories, group_size=group_size, mode=mode)
+        with self._layouts.registered(slots) as keys:
+            out = self.trl_generation_batch([{"prompt": key} for key in keys])
+
+        advantages, stats, members = slot_advantages(slots, self.source.group, self.args)
+        device = out["completion_ids"].device
+        applied = torch.tensor(advantages, dtype=torch.float32, device=device)
+        out["advantages"] = applied
+        self.replace_logged_advantages(self.accelerator.gather(applied).tolist())
+        if self.args.behaviour_logprobs == "ratio":
+            out["old_per_token_logps"] = out["sampling_per_token_logps"]
+        # What the loss needs per row rides with the rows through TRL's shuffle and split.
+        out["sca_slot"] = torch.arange(len(slots), device=device)
+        out["sca_filler"] = torch.tensor([s.sample is None for s in slots], device=device)
+        out["sca_trace_id"] = [s.sample.trace_id if s.sample else None for s in slots]
+        self._record(mode, slots, stats, members, collect_s)
+        return out
+
+    def lay_out(
+        self, trajectories: Sequence[ReplayTrajectory | None], *, group_size: int, mode: str
+    ) -> list[Slot]:
+        """The slots of one generation batch: :func:`layout_slots`, rounded so that TRL's groups
+        and micro-batches divide it, and the same size on every process."""
         steps = self.args.steps_per_generation if mode == "train" else 1
         multiple = math.lcm(group_size, steps)
         slots = layout_slots(trajectories, multiple=multiple)
@@ -733,19 +686,7 @@ class IFPOTrainer(GRPOTrainer):
                 torch.tensor([len(slots)], device=self.accelerator.device)
             )
             slots = layout_slots(trajectories, multiple=multiple, minimum=int(sizes.max()))
-        self._slots = slots
-
-        out = super()._generate_and_score_completions(
-            [{"prompt": f"{_SLOT_PREFIX}{i}"} for i in range(len(slots))]
-        )
-        advantages, stats, members = slot_advantages(slots, self.source.group, self.args)
-        device = out["completion_ids"].device
-        out["advantages"] = torch.tensor(advantages, dtype=torch.float32, device=device)
-        if self.args.behaviour_logprobs == "ratio":
-            out["old_per_token_logps"] = out["sampling_per_token_logps"]
-        out["sca_slot"] = torch.arange(len(slots), device=device)
-        self._record(mode, slots, stats, members, collect_s)
-        return out
+        return slots
 
     def _record(
         self,
@@ -755,7 +696,7 @@ class IFPOTrainer(GRPOTrainer):
         members: Sequence[ReplayTrajectory],
         collect_s: float,
     ) -> None:
-        metrics = self._metrics[mode]
+        metrics = self.metric_buffer(mode)
 
         def put(name: str, value: float | None) -> None:
             if value is not None:
@@ -794,15 +735,10 @@ class IFPOTrainer(GRPOTrainer):
         return_outputs: bool = False,
         num_items_in_batch: Any = None,
     ) -> torch.Tensor:
-        real = torch.tensor(
-            [self._slots[int(i)].sample is not None for i in inputs["sca_slot"].tolist()],
-            device=inputs["sca_slot"].device,
-        )
-        inputs = compact_micro_batch(inputs, real)
+        inputs = compact_micro_batch(inputs, ~inputs["sca_filler"])
         loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if not bool(torch.isfinite(loss).all()):
-            slots = [self._slots[int(i)] for i in inputs["sca_slot"].tolist()]
-            traces = sorted({s.sample.trace_id for s in slots if s.sample is not None})
+            traces = sorted({t for t in inputs["sca_trace_id"] if t is not None})
             raise NonFiniteLossError(
                 f"step {self.state.global_step + 1}: the loss is {loss.item()} on the micro-batch "
                 f"of traces {', '.join(traces) or '(fillers only)'}; no update was applied. Check "

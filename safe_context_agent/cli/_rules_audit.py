@@ -15,9 +15,25 @@ from safe_context_agent.cli._rules import (
     _Strategy,
     _StrategyOption,
 )
+from safe_context_agent.config import validate_settings
 from safe_context_agent.errors import ConfigError
 
 __all__ = ["audit", "lint"]
+
+# The flag each LintConfig / AuditConfig field is set by: the thresholds are checked by those
+# models' own bounds (one path for Python and flags), and an error names what the user typed.
+_LINT_FLAG_OF_FIELD = {
+    "k": "--k",
+    "min_hit_rate": "--min-hit-rate",
+    "duplicate_threshold": "--duplicate-threshold",
+    "overlap_margin": "--overlap-margin",
+}
+_AUDIT_FLAG_OF_FIELD = {
+    "floor": "--floor",
+    "min_benign_runs": "--min-benign-runs",
+    "benign_share": "--benign-share",
+    "refusal_share": "--refusal-share",
+}
 
 
 def _parse_kinds(text: str) -> list[str]:
@@ -36,19 +52,18 @@ def _parse_kinds(text: str) -> list[str]:
 
 def lint(
     pack: _Pack,
-    k: Annotated[int, typer.Option("--k", "-k", min=1, help="An example hits in the top k.")] = 3,
+    k: Annotated[int, typer.Option("--k", "-k", help="An example hits in the top k.")] = 3,
     min_hit_rate: Annotated[
         float,
-        typer.Option(min=0.0, max=1.0, help="example_miss below this share of a rule's examples."),
+        typer.Option(help="example_miss below this share (0 to 1) of a rule's examples."),
     ] = 0.5,
     duplicate_threshold: Annotated[
-        float, typer.Option(min=-1.0, max=1.0, help="duplicate at this whole-rule cosine or more.")
+        float, typer.Option(help="duplicate at this whole-rule cosine (-1 to 1) or more.")
     ] = 0.85,
     overlap_margin: Annotated[
         float,
         typer.Option(
-            min=0.0,
-            help="example_overlap when examples are this much closer to each "
+            help="example_overlap when examples are this much (0 or more) closer to each "
             "other than to the statement.",
         ),
     ] = 0.15,
@@ -57,7 +72,7 @@ def lint(
         typer.Option(help="Finding kinds that count toward the exit status (comma-separated)."),
     ] = "duplicate,example_miss,no_allowed_rule,example_overlap",
     max_findings: Annotated[
-        int, typer.Option(min=0, help="Exit 1 when more findings than this count.")
+        int, typer.Option(help="Exit 1 when more findings than this count (0 or more).")
     ] = 0,
     strategy: _StrategyOption = _Strategy.hybrid,
     model: _ModelOption = None,
@@ -70,17 +85,24 @@ def lint(
 
     with cli_errors():
         counted = _parse_kinds(fail_on)
-        report = lint_pack(
-            pack,
-            LintConfig(
-                k=k,
-                strategy=strategy.value,
-                embedding_model=model,
-                min_hit_rate=min_hit_rate,
-                duplicate_threshold=duplicate_threshold,
-                overlap_margin=overlap_margin,
-            ),
+        if max_findings < 0:
+            raise ConfigError(
+                f"invalid sca rules lint flags: --max-findings {max_findings}: use 0 or more"
+            )
+        config = validate_settings(
+            LintConfig,
+            {
+                "k": k,
+                "strategy": strategy.value,
+                "embedding_model": model,
+                "min_hit_rate": min_hit_rate,
+                "duplicate_threshold": duplicate_threshold,
+                "overlap_margin": overlap_margin,
+            },
+            source="sca rules lint flags",
+            labels=_LINT_FLAG_OF_FIELD,
         )
+        report = lint_pack(pack, config)
     if as_json:
         typer.echo(report.model_dump_json(indent=2))
     else:
@@ -111,9 +133,7 @@ def audit(
     floor: Annotated[
         float | None,
         typer.Option(
-            min=-1.0,
-            max=1.0,
-            help="no_match below this best score (default: the pack's floor, "
+            help="no_match below this best score, -1 to 1 (default: the pack's floor, "
             "from its own examples; loads the embedding model).",
         ),
     ] = None,
@@ -124,13 +144,13 @@ def audit(
         str, typer.Option(help="Variable holding the judge's API key.")
     ] = "OPENAI_API_KEY",
     min_benign_runs: Annotated[
-        int, typer.Option(min=1, help="over_broad needs this many benign runs.")
+        int, typer.Option(help="over_broad needs this many benign runs (1 or more).")
     ] = 3,
     benign_share: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="over_broad: benign share of labelled runs.")
+        float, typer.Option(help="over_broad: benign share (0 to 1) of labelled runs.")
     ] = 0.5,
     refusal_share: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="over_broad: share of benign runs refused.")
+        float, typer.Option(help="over_broad: share (0 to 1) of benign runs refused.")
     ] = 0.5,
     skip_bad_records: Annotated[
         bool, typer.Option(help="Leave out malformed trace records instead of stopping.")
@@ -153,6 +173,20 @@ def audit(
     )
 
     with cli_errors():
+        config = validate_settings(
+            AuditConfig,
+            {
+                "floor": floor,
+                "strategy": strategy.value,
+                "embedding_model": model,
+                "min_benign_runs": min_benign_runs,
+                "benign_share": benign_share,
+                "refusal_share": refusal_share,
+                "on_error": "skip" if skip_bad_records else "raise",
+            },
+            source="sca rules audit flags",
+            labels=_AUDIT_FLAG_OF_FIELD,
+        )
         kinds: tuple[JudgeKind, ...] = ("pattern", "llm")
         if judge not in kinds:
             raise ConfigError(f"--judge {judge!r}: use pattern or llm")
@@ -161,15 +195,6 @@ def audit(
             base_url=judge_base_url,
             model=judge_model,
             api_key_env=judge_api_key_env,
-        )
-        config = AuditConfig(
-            floor=floor,
-            strategy=strategy.value,
-            embedding_model=model,
-            min_benign_runs=min_benign_runs,
-            benign_share=benign_share,
-            refusal_share=refusal_share,
-            on_error="skip" if skip_bad_records else "raise",
         )
         report = audit_rules(pack, traces, config, judge=refusal_judge)
         written = write_audit(report, out, plots=not no_plots) if out is not None else []

@@ -1,21 +1,34 @@
 """`sca train`: replay traces into GRPO/IFPO updates, train online, SFT warm start, plot metrics.
 
 ``sca train --traces T.jsonl --out DIR`` is the offline command itself; ``online``, ``sft`` and
-``plot`` are subcommands. The training package (torch, trl, peft) is imported inside each
-command, so the rest of ``sca`` runs without the ``train`` extra.
+``plot`` are subcommands. Their training flags are built from the option dataclasses of
+``safe_context_training._options`` (help, default, choices and bounds declared once, as TRL's
+``TrlParser`` does with its configs); that module is torch-free, and the training stack (torch,
+trl, peft) is imported inside each command, so the rest of ``sca`` runs without the ``train``
+extra.
 """
 
 from __future__ import annotations
 
 import json
-from enum import StrEnum
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any
 
 import typer
+from safe_context_training._options import (
+    DEFAULT_ONLINE_SAMPLING,
+    IFPOOptions,
+    OnlineOptions,
+    RewardOptions,
+    SFTOptions,
+    weight_clip_bounds,
+)
 
 from safe_context_agent.cli._common import cli_errors, setup_logging
+from safe_context_agent.cli._flags import REQUIRED, Flags, FlagText, with_flags
+from safe_context_agent.config import AgentConfig, option, validate_settings
 from safe_context_agent.errors import ConfigError
 
 __all__ = ["train_app"]
@@ -30,96 +43,173 @@ train_app = typer.Typer(
 )
 
 
-class _Algo(StrEnum):
-    ifpo = "ifpo"
-    grpo = "grpo"
+def _weight_clip(text: str) -> list[float] | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"--weight-clip {text!r} is not 'MIN,MAX' (e.g. 0.25,4) or 'none'"
+        ) from None
+    return weight_clip_bounds([low, high], "--weight-clip")
 
 
-class _Scope(StrEnum):
-    group = "group"
-    batch = "batch"
+@dataclass
+class _RunArguments:
+    """The flags of ``sca train`` and ``sca train online`` that are not IFPOConfig options:
+    where the data comes from and goes, the batch shape, the run's length and checkpoints."""
+
+    traces: list[Path] | None = option(
+        None, help="Trace file (.jsonl, .sqlite, .parquet); repeatable."
+    )
+    prompts: Path | None = option(
+        None, help="JSONL/CSV with prompt and label (harmful|benign), optional answer."
+    )
+    out: Path | None = option(None, help="Folder for the adapter, checkpoints, metrics, traces.")
+    group_size: int | None = option(
+        None, ge=2, help="Samples per prompt (num_generations); offline default: the largest group."
+    )
+    groups_per_step: int = option(1, ge=1, help="Groups (prompts) per optimizer step.")
+    steps: int = option(-1, ge=-1, help="Optimizer steps (-1: use --epochs).")
+    epochs: float = option(1.0, gt=0.0, allow_inf_nan=False, help="Passes over the groups.")
+    beta: float = option(
+        0.0,
+        ge=0.0,
+        allow_inf_nan=False,
+        help="KL coefficient to the base model (KL is logged when > 0).",
+    )
+    save_steps: int = option(50, ge=0, help="Checkpoint every N steps (0: never).")
+    resume: str | None = option(
+        None, help="Resume from a checkpoint folder, or 'last' for the newest in --out."
+    )
+    seed: int = option(42, ge=0, help="Random seed.")
+    model: Path | None = option(
+        None, help="HF model folder to train (default: the embedded SmolLM2)."
+    )
+    adapter: Path | None = option(
+        None, help="Start from this LoRA adapter (e.g. an SFT warm start)."
+    )
+    skip_bad_traces: bool = option(False, help="Leave malformed records out (listed).")
 
 
-class _ApplyTo(StrEnum):
-    all = "all"
-    positive = "positive"
+# Shared by sca train and sca train online (sca train sft has its own update options).
+_ADVANTAGES = {
+    "algo": "--algo",
+    "frequency_scope": "--frequency-scope",
+    "apply_to": "--apply-to",
+    "weight_clip": "--weight-clip",
+    "behaviour_logprobs": "--behaviour-logprobs",
+}
+_WEIGHT_CLIP_TEXT = FlagText(
+    _weight_clip,
+    ",".join(f"{bound:g}" for bound in IFPOOptions().clip_bounds or ()),
+    metavar="MIN,MAX",
+    note="Here: MIN,MAX, or none.",
+)
+_REWARD_FLAGS = Flags(
+    RewardOptions,
+    {name: "--" + name.replace("_", "-") for name in RewardOptions.__dataclass_fields__},
+    panel="Reward",
+)
+_RUN_FLAGS = {"steps": "--steps", "beta": "--beta", "resume": "--resume", "seed": "--seed"}
+_POLICY_FLAGS = {"model": "--model", "adapter": "--adapter"}
 
 
-class _Behaviour(StrEnum):
-    ratio = "ratio"
-    ignore = "ignore"
+def _ifpo_flags(*, full_finetune: bool) -> Flags:
+    names = {**_ADVANTAGES, "learning_rate": "--lr", "lora_r": "--lora-r"}
+    if full_finetune:
+        names["full_finetune"] = "--full-finetune"
+    return Flags(IFPOOptions, names, texts={"weight_clip": _WEIGHT_CLIP_TEXT}, panel="IFPO")
 
 
-class _Judge(StrEnum):
-    pattern = "pattern"
-    llm = "llm"
-
-
-_AlgoOpt = Annotated[
-    _Algo, typer.Option("--algo", help="ifpo: inverse-frequency weighted GRPO; grpo: plain GRPO.")
-]
-_ScopeOpt = Annotated[
-    _Scope, typer.Option("--frequency-scope", help="IFPO: count action classes per group or batch.")
-]
-_ApplyOpt = Annotated[
-    _ApplyTo, typer.Option("--apply-to", help="IFPO: weight all advantages or positive ones only.")
-]
-_ClipOpt = Annotated[
-    str,
-    typer.Option("--weight-clip", help="IFPO weight bounds 'MIN,MAX', or 'none' for no clipping."),
-]
-_BehaviourOpt = Annotated[
-    _Behaviour,
-    typer.Option(
-        "--behaviour-logprobs",
-        help="ratio: PPO ratio against the recorded (behaviour) logprobs; ignore: TRL's default.",
+_OFFLINE_FLAGS = (
+    Flags(
+        _RunArguments,
+        {
+            "traces": "--traces",
+            "out": "--out",
+            "group_size": "--group-size",
+            "groups_per_step": "--groups-per-step",
+            "epochs": "--epochs",
+            "save_steps": "--save-steps",
+            **_RUN_FLAGS,
+            **_POLICY_FLAGS,
+            "skip_bad_traces": "--skip-bad-traces",
+        },
     ),
-]
-_LrOpt = Annotated[float, typer.Option("--lr", help="Learning rate.")]
-_BetaOpt = Annotated[
-    float, typer.Option("--beta", help="KL coefficient to the base model (KL is logged when > 0).")
-]
-_FullOpt = Annotated[
-    bool, typer.Option("--full-finetune", help="Train all weights instead of a LoRA adapter.")
-]
-_RankOpt = Annotated[int, typer.Option("--lora-r", help="LoRA rank (<= the server's max rank).")]
-_SaveOpt = Annotated[int, typer.Option("--save-steps", help="Checkpoint every N steps (0: never).")]
-_ResumeOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--resume", help="Resume from a checkpoint folder, or 'last' for the newest in --out."
+    _ifpo_flags(full_finetune=True),
+    _REWARD_FLAGS,
+)
+_ONLINE_FLAGS = (
+    Flags(
+        _RunArguments,
+        {
+            "prompts": "--prompts",
+            "out": "--out",
+            "group_size": "--group-size",
+            "groups_per_step": "--prompts-per-step",
+            "save_steps": "--save-steps",
+            **_RUN_FLAGS,
+            **_POLICY_FLAGS,
+        },
+        defaults={
+            "prompts": REQUIRED,
+            "out": REQUIRED,
+            "steps": REQUIRED,
+            "group_size": 4,
+            "groups_per_step": 2,
+            "save_steps": 10,
+        },
     ),
-]
+    Flags(
+        OnlineOptions,
+        {"max_concurrency": "--max-concurrency", "adapter_prefix": "--adapter-prefix"},
+        panel="Serving",
+    ),
+    _ifpo_flags(full_finetune=False),
+    _REWARD_FLAGS,
+)
+_SFT_FLAGS = (
+    Flags(
+        _RunArguments,
+        {"traces": "--traces", "out": "--out", "model": "--model"},
+        defaults={"traces": REQUIRED, "out": REQUIRED},
+    ),
+    Flags(
+        SFTOptions,
+        {
+            "min_reward": "--min-reward",
+            "epochs": "--epochs",
+            "max_steps": "--steps",
+            "learning_rate": "--lr",
+            "batch_size": "--batch-size",
+            "full_finetune": "--full-finetune",
+            "lora_r": "--lora-r",
+            "seed": "--seed",
+        },
+        panel="SFT",
+    ),
+    _REWARD_FLAGS,
+)
+
 _SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
-_ModelOpt = Annotated[
-    Path | None,
-    typer.Option("--model", help="HF model folder to train (default: the embedded SmolLM2)."),
-]
-_AdapterOpt = Annotated[
-    Path | None,
-    typer.Option("--adapter", help="Start from this LoRA adapter (e.g. an SFT warm start)."),
-]
-_JudgeOpt = Annotated[
-    _Judge, typer.Option("--judge", help="Refusal judge of the behaviour reward.")
-]
-_JudgeUrlOpt = Annotated[
-    str | None, typer.Option("--judge-url", help="LLM judge endpoint (ends in /v1).")
-]
-_JudgeModelOpt = Annotated[str | None, typer.Option("--judge-model", help="LLM judge model.")]
-_UnknownOpt = Annotated[
-    float | None,
-    typer.Option("--judge-unknown", help="Reward for an undecidable LLM verdict (default: error)."),
-]
-_WBehaviourOpt = Annotated[
-    float, typer.Option("--behaviour-weight", help="Behaviour reward weight.")
-]
-_WCorrectOpt = Annotated[
-    float, typer.Option("--correctness-weight", help="Task correctness (metadata.answer) weight.")
-]
-_WFormatOpt = Annotated[
-    float, typer.Option("--format-weight", help="Weight of the -1 malformed-tool-call penalty.")
-]
 _VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")]
+
+
+def _flag_values(flag_sets: tuple[Flags, ...], given: dict[str, Any], command: str) -> Any:
+    """Each flag set's values, checked (one-line error naming the flag), in one namespace."""
+    values: dict[str, Any] = {}
+    for flags in flag_sets:
+        values.update(flags.values(given, source=f"{command} flags"))
+    return _Values(values)
+
+
+class _Values(dict[str, Any]):
+    """The checked flag values, by field name; ``pick(cls)`` keeps a dataclass's fields."""
+
+    def pick(self, options: type) -> dict[str, Any]:
+        return {k: v for k, v in self.items() if k in options.__dataclass_fields__}
 
 
 def _training() -> ModuleType:
@@ -142,38 +232,6 @@ def _training() -> ModuleType:
     return safe_context_training
 
 
-def _weight_clip(text: str) -> list[float] | None:
-    if text.strip().lower() == "none":
-        return None
-    try:
-        low, high = (float(part) for part in text.split(","))
-    except ValueError:
-        raise ConfigError(
-            f"--weight-clip {text!r} is not 'MIN,MAX' (e.g. 0.25,4) or 'none'"
-        ) from None
-    return [low, high]
-
-
-def _reward(
-    training: ModuleType,
-    judge: _Judge,
-    judge_url: str | None,
-    judge_model: str | None,
-    unknown: float | None,
-    weights: tuple[float, float, float],
-) -> Any:
-    from safe_context_agent.judges import make_judge
-
-    behaviour, correctness, format_weight = weights
-    return training.default_reward(
-        make_judge(judge.value, base_url=judge_url, model=judge_model),
-        behaviour=behaviour,
-        correctness=correctness,
-        format=format_weight,
-        unknown=unknown,
-    )
-
-
 def _resume(resume: str | None) -> str | bool | None:
     if resume is None:
         return None
@@ -192,51 +250,16 @@ def _print_step(record: Any) -> None:
     )
 
 
-def _algorithm(
-    algo: _Algo, scope: _Scope, apply_to: _ApplyTo, weight_clip: str, behaviour: _Behaviour
-) -> dict[str, Any]:
-    """The IFPOConfig fields of the advantage estimator, from the shared options."""
-    return {
-        "algo": algo.value,
-        "frequency_scope": scope.value,
-        "apply_to": apply_to.value,
-        "weight_clip": _weight_clip(weight_clip),
-        "behaviour_logprobs": behaviour.value,
-    }
-
-
-def _optimiser(lr: float, beta: float, lora_r: int, seed: int) -> dict[str, Any]:
-    """The IFPOConfig fields of the update, from the shared options (LoRA alpha is 2 r)."""
-    return {
-        "learning_rate": lr,
-        "beta": beta,
-        "lora_r": lora_r,
-        "lora_alpha": 2 * lora_r,
-        "seed": seed,
-    }
-
-
-def _run_options(
-    training: ModuleType,
-    judging: tuple[_Judge, str | None, str | None, float | None],
-    weights: tuple[float, float, float],
-    model: Path | None,
-    adapter: Path | None,
-    resume: str | None,
-) -> dict[str, Any]:
-    """The keyword arguments ``train_offline`` and ``run_online`` share."""
-    return {
-        "reward": _reward(training, *judging, weights),
-        "model": model,
-        "adapter": adapter,
-        "resume_from_checkpoint": _resume(resume),
-        "step_hooks": [_print_step],
-    }
-
-
-def _config(training: ModuleType, **fields: Any) -> Any:
-    save_steps = fields.pop("save_steps")
+def _config(training: ModuleType, flags: _Values, **fields: Any) -> Any:
+    """The IFPOConfig of a run: the IFPO flags as given (LoRA alpha is 2 r), the run's length,
+    KL, seed and checkpoints, and the batch shape in ``fields``."""
+    save_steps = flags["save_steps"]
     return training.IFPOConfig(
+        **flags.pick(IFPOOptions),
+        lora_alpha=2 * flags["lora_r"],
+        max_steps=flags["steps"],
+        beta=flags["beta"],
+        seed=flags["seed"],
         save_strategy="steps" if save_steps > 0 else "no",
         save_steps=max(save_steps, 1),
         disable_tqdm=False,
@@ -244,60 +267,33 @@ def _config(training: ModuleType, **fields: Any) -> Any:
     )
 
 
+def _run_options(flags: _Values) -> dict[str, Any]:
+    """The keyword arguments ``train_offline`` and ``run_online`` share."""
+    return {
+        "reward": RewardOptions(**flags.pick(RewardOptions)).build(),
+        "model": flags["model"],
+        "adapter": flags["adapter"],
+        "resume_from_checkpoint": _resume(flags["resume"]),
+        "step_hooks": [_print_step],
+    }
+
+
 @train_app.callback()
-def train(
-    ctx: typer.Context,
-    traces: Annotated[
-        list[Path] | None,
-        typer.Option("--traces", help="Trace file (.jsonl, .sqlite, .parquet); repeatable."),
-    ] = None,
-    out: Annotated[
-        Path | None, typer.Option("--out", help="Folder for the adapter, checkpoints, metrics.")
-    ] = None,
-    algo: _AlgoOpt = _Algo.ifpo,
-    group_size: Annotated[
-        int | None,
-        typer.Option("--group-size", help="num_generations (default: the largest group)."),
-    ] = None,
-    groups_per_step: Annotated[
-        int, typer.Option("--groups-per-step", help="Groups per optimizer step.")
-    ] = 1,
-    steps: Annotated[int, typer.Option("--steps", help="Optimizer steps (-1: use --epochs).")] = -1,
-    epochs: Annotated[float, typer.Option("--epochs", help="Passes over the groups.")] = 1.0,
-    lr: _LrOpt = 2e-5,
-    beta: _BetaOpt = 0.0,
-    frequency_scope: _ScopeOpt = _Scope.group,
-    apply_to: _ApplyOpt = _ApplyTo.all,
-    weight_clip: _ClipOpt = "0.25,4.0",
-    behaviour_logprobs: _BehaviourOpt = _Behaviour.ratio,
-    full_finetune: _FullOpt = False,
-    lora_r: _RankOpt = 16,
-    save_steps: _SaveOpt = 50,
-    resume: _ResumeOpt = None,
-    seed: _SeedOpt = 42,
-    model: _ModelOpt = None,
-    adapter: _AdapterOpt = None,
-    judge: _JudgeOpt = _Judge.pattern,
-    judge_url: _JudgeUrlOpt = None,
-    judge_model: _JudgeModelOpt = None,
-    judge_unknown: _UnknownOpt = None,
-    behaviour_weight: _WBehaviourOpt = 1.0,
-    correctness_weight: _WCorrectOpt = 1.0,
-    format_weight: _WFormatOpt = 0.25,
-    skip_bad_traces: Annotated[
-        bool, typer.Option("--skip-bad-traces", help="Leave malformed records out (listed).")
-    ] = False,
-    verbose: _VerboseOpt = False,
-) -> None:
+@with_flags(*_OFFLINE_FLAGS)
+def train(ctx: typer.Context, verbose: _VerboseOpt = False, **given: Any) -> None:
     """Offline: replay logged traces into GRPO or IFPO updates and save a LoRA adapter in --out."""
     if ctx.invoked_subcommand is not None:
         return
     setup_logging(verbose)
     with cli_errors():
+        flags = _flag_values(_OFFLINE_FLAGS, given, "sca train")
+        traces, out = flags["traces"], flags["out"]
         if not traces or out is None:
             raise ConfigError("sca train needs --traces FILE and --out DIR (see sca train --help)")
         training = _training()
-        replay = training.load_replay(traces, on_error="skip" if skip_bad_traces else "raise")
+        replay = training.load_replay(
+            traces, on_error="skip" if flags["skip_bad_traces"] else "raise"
+        )
         report = replay.report
         typer.echo(
             f"replay: {report.groups} groups, {report.trajectories} trajectories "
@@ -305,52 +301,35 @@ def train(
             f"{report.samples} samples; left out: {report.error_traces} errored, "
             f"{report.empty_traces} without model turns, {len(report.skipped_records)} records"
         )
-        size = group_size or max(2, replay.max_group_size)
+        size = flags["group_size"] or max(2, replay.max_group_size)
         args = _config(
             training,
+            flags,
             output_dir=str(out),
             num_generations=size,
-            per_device_train_batch_size=size * groups_per_step,
-            max_steps=steps,
-            num_train_epochs=epochs,
-            full_finetune=full_finetune,
-            save_steps=save_steps,
-            **_algorithm(algo, frequency_scope, apply_to, weight_clip, behaviour_logprobs),
-            **_optimiser(lr, beta, lora_r, seed),
+            per_device_train_batch_size=size * flags["groups_per_step"],
+            num_train_epochs=flags["epochs"],
         )
-        result = training.train_offline(
-            replay,
-            args,
-            **_run_options(
-                training,
-                (judge, judge_url, judge_model, judge_unknown),
-                (behaviour_weight, correctness_weight, format_weight),
-                model,
-                adapter,
-                resume,
-            ),
-        )
+        result = training.train_offline(replay, args, **_run_options(flags))
     typer.echo(
         f"trained {result.steps} steps ({result.algo}) in {result.train_runtime_s:.0f} s; "
         f"adapter in {result.output_dir}, metrics in {result.metrics_file}"
     )
 
 
+# Online collection's agent settings: AgentConfig's fields, validated by AgentConfig.
+_AGENT_FLAG_OF_FIELD = {
+    "base_url": "--base-url",
+    "model": "--served-model",
+    "pack": "--pack",
+    "sampling.temperature": "--temperature",
+    "sampling.max_tokens": "--max-tokens",
+}
+
+
 @train_app.command()
+@with_flags(*_ONLINE_FLAGS)
 def online(
-    prompts: Annotated[
-        Path,
-        typer.Option(
-            "--prompts", help="JSONL/CSV with prompt and label (harmful|benign), optional answer."
-        ),
-    ],
-    steps: Annotated[int, typer.Option("--steps", help="Updates (collect, score, update, load).")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for adapters, traces, metrics.")],
-    algo: _AlgoOpt = _Algo.ifpo,
-    group_size: Annotated[int, typer.Option("--group-size", help="Samples per prompt.")] = 4,
-    prompts_per_step: Annotated[
-        int, typer.Option("--prompts-per-step", help="Prompts collected per step.")
-    ] = 2,
     base_url: Annotated[
         str | None,
         typer.Option("--base-url", help="vLLM endpoint (…/v1); default: the sca serve server."),
@@ -358,75 +337,54 @@ def online(
     served_model: Annotated[
         str, typer.Option("--served-model", help="Served base model name (step 0 samples it).")
     ] = "smollm2",
-    pack: Annotated[str, typer.Option("--pack", help="Rule pack name or folder.")] = "general",
+    pack: Annotated[
+        str, typer.Option("--pack", help="Rule pack name or folder.")
+    ] = AgentConfig.model_fields["pack"].default,
     temperature: Annotated[
-        float, typer.Option("--temperature", help="Sampling temperature.")
-    ] = 1.0,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Tokens per model turn.")] = 128,
-    max_concurrency: Annotated[
-        int, typer.Option("--max-concurrency", help="Agent runs in flight.")
-    ] = 8,
-    adapter_prefix: Annotated[
-        str, typer.Option("--adapter-prefix", help="Served names: <prefix>_v1, <prefix>_v2, ...")
-    ] = "policy",
-    lr: _LrOpt = 2e-5,
-    beta: _BetaOpt = 0.0,
-    frequency_scope: _ScopeOpt = _Scope.group,
-    apply_to: _ApplyOpt = _ApplyTo.all,
-    weight_clip: _ClipOpt = "0.25,4.0",
-    behaviour_logprobs: _BehaviourOpt = _Behaviour.ratio,
-    lora_r: _RankOpt = 16,
-    save_steps: _SaveOpt = 10,
-    resume: _ResumeOpt = None,
-    seed: _SeedOpt = 42,
-    model: _ModelOpt = None,
-    adapter: _AdapterOpt = None,
-    judge: _JudgeOpt = _Judge.pattern,
-    judge_url: _JudgeUrlOpt = None,
-    judge_model: _JudgeModelOpt = None,
-    judge_unknown: _UnknownOpt = None,
-    behaviour_weight: _WBehaviourOpt = 1.0,
-    correctness_weight: _WCorrectOpt = 1.0,
-    format_weight: _WFormatOpt = 0.25,
+        float, typer.Option("--temperature", help="Sampling temperature of collection.")
+    ] = DEFAULT_ONLINE_SAMPLING.temperature,
+    max_tokens: Annotated[
+        int, typer.Option("--max-tokens", help="Tokens per model turn.")
+    ] = DEFAULT_ONLINE_SAMPLING.max_tokens,
     verbose: _VerboseOpt = False,
+    **given: Any,
 ) -> None:
     """Online: each step collects groups with the agent under the current adapter, scores them,
     updates, saves the adapter and hot-loads it into vLLM as <prefix>_v<step>."""
     setup_logging(verbose)
     with cli_errors():
-        training = _training()
-        from safe_context_agent import AgentConfig, SamplingParams
-
-        agent = AgentConfig(
-            base_url=base_url,
-            model=served_model,
-            pack=pack,
-            sampling=SamplingParams(temperature=temperature, max_tokens=max_tokens),
+        flags = _flag_values(_ONLINE_FLAGS, given, "sca train online")
+        if flags["steps"] < 1:
+            raise ConfigError(
+                f"invalid sca train online flags: --steps {flags['steps']}: online training "
+                "needs at least 1 update (collect, score, update, load)"
+            )
+        agent = validate_settings(
+            AgentConfig,
+            {
+                "base_url": base_url,
+                "model": served_model,
+                "pack": pack,
+                "sampling": {"temperature": temperature, "max_tokens": max_tokens},
+            },
+            source="sca train online flags",
+            labels=_AGENT_FLAG_OF_FIELD,
         )
+        training = _training()
+        group_size = flags["group_size"]
         args = _config(
             training,
-            output_dir=str(out),
+            flags,
+            output_dir=str(flags["out"]),
             num_generations=group_size,
-            per_device_train_batch_size=group_size * prompts_per_step,
-            max_steps=steps,
-            save_steps=save_steps,
-            **_algorithm(algo, frequency_scope, apply_to, weight_clip, behaviour_logprobs),
-            **_optimiser(lr, beta, lora_r, seed),
+            per_device_train_batch_size=group_size * flags["groups_per_step"],
         )
         result = training.run_online(
-            prompts,
+            flags["prompts"],
             args,
             agent=agent,
-            **_run_options(
-                training,
-                (judge, judge_url, judge_model, judge_unknown),
-                (behaviour_weight, correctness_weight, format_weight),
-                model,
-                adapter,
-                resume,
-            ),
-            adapter_prefix=adapter_prefix,
-            max_concurrency=max_concurrency,
+            **_run_options(flags),
+            **flags.pick(OnlineOptions),
         )
     typer.echo(
         f"trained {result.steps} online steps ({result.algo}); final policy {result.policy} "
@@ -435,57 +393,21 @@ def online(
 
 
 @train_app.command()
-def sft(
-    traces: Annotated[
-        list[Path], typer.Option("--traces", help="Trace file to learn from; repeatable.")
-    ],
-    out: Annotated[Path, typer.Option("--out", help="Folder for the SFT adapter.")],
-    min_reward: Annotated[
-        float, typer.Option("--min-reward", help="Keep trajectories scoring at least this.")
-    ] = 1.0,
-    epochs: Annotated[float, typer.Option("--epochs", help="Passes over the kept samples.")] = 1.0,
-    steps: Annotated[int, typer.Option("--steps", help="Optimizer steps (-1: use --epochs).")] = -1,
-    lr: _LrOpt = 1e-4,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Sequences per step.")] = 4,
-    full_finetune: _FullOpt = False,
-    lora_r: _RankOpt = 16,
-    seed: _SeedOpt = 42,
-    model: _ModelOpt = None,
-    judge: _JudgeOpt = _Judge.pattern,
-    judge_url: _JudgeUrlOpt = None,
-    judge_model: _JudgeModelOpt = None,
-    judge_unknown: _UnknownOpt = None,
-    behaviour_weight: _WBehaviourOpt = 1.0,
-    correctness_weight: _WCorrectOpt = 1.0,
-    format_weight: _WFormatOpt = 0.25,
-    verbose: _VerboseOpt = False,
-) -> None:
+@with_flags(*_SFT_FLAGS)
+def sft(verbose: _VerboseOpt = False, **given: Any) -> None:
     """SFT warm start: fine-tune (TRL SFTTrainer) on the model tokens of trajectories whose
     reward is at least --min-reward (rejection sampling)."""
     setup_logging(verbose)
     with cli_errors():
+        flags = _flag_values(_SFT_FLAGS, given, "sca train sft")
         training = _training()
+        options = flags.pick(SFTOptions)
         result = training.train_sft(
-            traces,
-            out,
-            min_reward=min_reward,
-            reward=_reward(
-                training,
-                judge,
-                judge_url,
-                judge_model,
-                judge_unknown,
-                (behaviour_weight, correctness_weight, format_weight),
-            ),
-            model=model,
-            full_finetune=full_finetune,
-            lora_r=lora_r,
-            lora_alpha=2 * lora_r,
-            epochs=epochs,
-            max_steps=steps,
-            learning_rate=lr,
-            batch_size=batch_size,
-            seed=seed,
+            flags["traces"],
+            flags["out"],
+            reward=RewardOptions(**flags.pick(RewardOptions)).build(),
+            model=flags["model"],
+            **{**options, "lora_alpha": 2 * options["lora_r"]},
         )
     typer.echo(
         f"SFT on {result.kept} of {result.trajectories} trajectories ({result.samples} samples, "

@@ -196,3 +196,28 @@ def test_lint_bad_kind_is_one_line_and_exit_2() -> None:
     assert result.exit_code == 2
     assert result.stderr.startswith("error: --fail-on 'dupes': unknown kind dupes; use a ")
     assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("command", "flag", "value", "message"),
+    [
+        ("lint", "--k", "0", "--k 0: input should be greater than or equal to 1"),
+        ("lint", "--min-hit-rate", "1.5", "--min-hit-rate 1.5: input should be less than or"),
+        ("lint", "--duplicate-threshold", "-2", "--duplicate-threshold -2.0: input should be"),
+        ("lint", "--overlap-margin", "-0.1", "--overlap-margin -0.1: input should be greater"),
+        ("lint", "--max-findings", "-1", "--max-findings -1: use 0 or more"),
+        ("audit", "--floor", "2", "--floor 2.0: input should be less than or equal to 1"),
+        ("audit", "--min-benign-runs", "0", "--min-benign-runs 0: input should be greater"),
+        ("audit", "--benign-share", "-0.5", "--benign-share -0.5: input should be greater"),
+        ("audit", "--refusal-share", "7", "--refusal-share 7.0: input should be less than"),
+    ],
+)
+def test_a_threshold_out_of_range_is_one_line_naming_the_flag(
+    command: str, flag: str, value: str, message: str, tmp_path: Path
+) -> None:
+    # Checked by LintConfig / AuditConfig's own bounds before the pack or traces are read.
+    traces = ["--traces", str(tmp_path / "none.jsonl")] if command == "audit" else []
+    result = _run(command, str(PACKS / "clean"), *traces, flag, value)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: invalid sca rules {command} flags: {message}")
+    assert result.stderr.count("\n") == 1

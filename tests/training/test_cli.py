@@ -68,6 +68,92 @@ def test_a_missing_trace_file_is_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
+# Every numeric flag is checked, before the training stack loads, by the bounds its option
+# declares: one line naming the flag, exit 2 (a typer usage box only for an unknown choice).
+BAD_FLAGS = [
+    ([], "--lr", "-1", "--lr -1.0: input should be greater than 0"),
+    ([], "--lr", "nan", "--lr nan: input should be a finite number"),
+    ([], "--group-size", "1", "--group-size 1: input should be greater than or equal to 2"),
+    ([], "--groups-per-step", "0", "--groups-per-step 0: input should be greater than or equal"),
+    ([], "--steps", "-2", "--steps -2: input should be greater than or equal to -1"),
+    ([], "--epochs", "0", "--epochs 0.0: input should be greater than 0"),
+    ([], "--beta", "-0.1", "--beta -0.1: input should be greater than or equal to 0"),
+    ([], "--save-steps", "-1", "--save-steps -1: input should be greater than or equal to 0"),
+    ([], "--seed", "-1", "--seed -1: input should be greater than or equal to 0"),
+    ([], "--lora-r", "0", "--lora-r 0: input should be greater than or equal to 1"),
+    ([], "--weight-clip", "4,0.25", "--weight-clip=[4.0, 0.25] is invalid"),
+    ([], "--weight-clip", "0.25", "--weight-clip '0.25' is not 'MIN,MAX'"),
+    ([], "--behaviour-weight", "inf", "--behaviour-weight inf: input should be a finite number"),
+    ([], "--judge-unknown", "nan", "--judge-unknown nan: input should be a finite number"),
+]
+ONLINE = ["online", "--prompts", "p.jsonl", "--out", "o"]
+ONLINE_1 = [*ONLINE, "--steps", "1"]
+BAD_ONLINE_FLAGS = [
+    (ONLINE, "--steps", "0", "--steps 0: online training needs at least 1 update"),
+    (ONLINE_1, "--prompts-per-step", "0", "--prompts-per-step 0: input should"),
+    (ONLINE_1, "--max-tokens", "0", "--max-tokens 0: input should be greater"),
+    (ONLINE_1, "--temperature", "-1", "--temperature -1.0: input should be"),
+    (ONLINE_1, "--max-concurrency", "0", "--max-concurrency 0: input should"),
+    (ONLINE_1, "--lr", "0", "--lr 0.0: input should be greater than 0"),
+]
+SFT = ["sft", "--traces", "t.jsonl", "--out", "o"]
+BAD_SFT_FLAGS = [
+    (SFT, "--batch-size", "0", "--batch-size 0: input should be greater than or equal to 1"),
+    (SFT, "--epochs", "-1", "--epochs -1.0: input should be greater than 0"),
+    (SFT, "--lr", "-1e-4", "--lr -0.0001: input should be greater than 0"),
+    (SFT, "--min-reward", "nan", "--min-reward nan: input should be a finite number"),
+    (SFT, "--steps", "-5", "--steps -5: input should be greater than or equal to -1"),
+    (SFT, "--lora-r", "0", "--lora-r 0: input should be greater than or equal to 1"),
+]
+
+
+@pytest.mark.parametrize(
+    ("command", "flag", "value", "message"), BAD_FLAGS + BAD_ONLINE_FLAGS + BAD_SFT_FLAGS
+)
+def test_a_bad_flag_value_is_one_line_naming_the_flag(
+    command: list[str], flag: str, value: str, message: str, tmp_path: Path
+) -> None:
+    args = command or ["--traces", str(tmp_path / "t.jsonl"), "--out", str(tmp_path / "o")]
+    result = runner.invoke(train_app, [*args, flag, value])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: ") and message in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_unknown_choice_is_refused_with_the_choices_of_the_literal() -> None:
+    from typing import get_args
+
+    from safe_context_training._advantages import Algo
+
+    result = runner.invoke(train_app, ["--traces", "t.jsonl", "--out", "o", "--algo", "ppo"])
+    assert result.exit_code == 2
+    assert all(choice in result.output for choice in get_args(Algo))
+
+
+def test_the_flags_help_and_defaults_are_the_options_own() -> None:
+    from safe_context_training import IFPOConfig
+    from safe_context_training._options import IFPOOptions, RewardOptions, SFTOptions
+
+    from safe_context_agent.cli._train import _OFFLINE_FLAGS, _SFT_FLAGS
+
+    def option(flag_sets: Any, name: str) -> Any:
+        return next(p for flags in flag_sets for p in flags.parameters() if p.name == name)
+
+    lr = option(_OFFLINE_FLAGS, "learning_rate")
+    assert lr.default == IFPOOptions.learning_rate == IFPOConfig(output_dir="x").learning_rate
+    (info,) = lr.annotation.__metadata__
+    assert info.default == "--lr"  # the flag name, in typer's Annotated form
+    assert info.help == IFPOOptions.__dataclass_fields__["learning_rate"].metadata["help"]
+    assert option(_SFT_FLAGS, "learning_rate").default == SFTOptions.learning_rate == 1e-4
+    assert option(_OFFLINE_FLAGS, "format_weight").default == RewardOptions.format_weight
+    assert option(_OFFLINE_FLAGS, "algo").default.value == "ifpo"
+    assert option(_OFFLINE_FLAGS, "weight_clip").default == "0.25,4"
+    # Every IFPO, reward and SFT flag shown by --help carries its field's help text.
+    help_text = " ".join(runner.invoke(train_app, ["sft", "--help"]).output.split())
+    assert "Sequences per optimizer step." in help_text and "[default: 0.0001]" in help_text
+
+
 def test_plot_command(tmp_path: Path) -> None:
     metrics = tmp_path / "metrics.jsonl"
     records = [

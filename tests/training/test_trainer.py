@@ -4,6 +4,7 @@ resume, and the NaN guard. The slow tests train the embedded SmolLM2 (fp32, LoRA
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,7 @@ def padded_micro_batch() -> dict[str, Any]:
         "importance_sampling_ratio": torch.ones(3, 1),
         "num_items_in_batch": torch.tensor(4.0),
         "sca_slot": torch.tensor([7, 3, 0]),
+        "sca_trace_id": ["t7", None, "t0"],
         "note": "left as is",
     }
 
@@ -152,6 +154,7 @@ def test_compacting_drops_filler_rows_and_padding_no_kept_row_needs() -> None:
     assert out["advantages"].tolist() == [0.5, -0.5]
     assert out["importance_sampling_ratio"].shape == (2, 1)
     assert out["sca_slot"].tolist() == [7, 0]
+    assert out["sca_trace_id"] == ["t7", "t0"]  # lists of one item per row follow the rows
     # The token count that normalises TRL's loss spans the whole generation batch: untouched.
     assert float(out["num_items_in_batch"]) == 4.0 and out["note"] == "left as is"
 
@@ -221,11 +224,18 @@ def test_too_few_groups_for_one_step_is_refused(build: Any, tmp_path: Path) -> N
 
 
 class RecordingTrainer(IFPOTrainer):
-    """Keeps each micro-batch and its per-token logprobs (with their gradients) for inspection."""
+    """Keeps each slot layout, each micro-batch and its per-token logprobs (with their
+    gradients) for inspection."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.seen: list[tuple[dict[str, Any], torch.Tensor]] = []
+        self.layouts: list[list[Any]] = []
+
+    def lay_out(self, *args: Any, **kwargs: Any) -> list[Any]:
+        slots = super().lay_out(*args, **kwargs)
+        self.layouts.append(slots)
+        return slots
 
     def _get_per_token_logps_and_entropies(self, *args: Any, **kwargs: Any) -> Any:
         logps, entropies, aux = super()._get_per_token_logps_and_entropies(*args, **kwargs)
@@ -256,9 +266,11 @@ def test_tool_tokens_get_no_gradient_and_model_tokens_get_minus_a_over_n(
     mask = inputs["completion_mask"] * inputs["tool_mask"]
     n_items = float(inputs["num_items_in_batch"])
     # 4 entries + 1 extra turn sample, padded to a multiple of num_generations with fillers ...
-    assert len(trainer._slots) == 8 and sum(s.sample is None for s in trainer._slots) == 3
+    (layout,) = trainer.layouts
+    assert len(layout) == 8 and sum(s.sample is None for s in layout) == 3
     # ... which never reach the forward pass, nor does padding no kept row needs.
-    slots = [trainer._slots[i] for i in inputs["sca_slot"].tolist()]
+    slots = [layout[i] for i in inputs["sca_slot"].tolist()]
+    assert inputs["sca_trace_id"] == [s.sample.trace_id for s in slots]
     assert len(slots) == 5 and all(s.sample is not None for s in slots)
     assert inputs["prompt_ids"].shape[1] == max(len(s.sample.prompt_ids) for s in slots)
     assert inputs["completion_ids"].shape[1] == max(len(s.sample.completion_ids) for s in slots)
@@ -337,3 +349,90 @@ def test_resume_from_a_checkpoint_continues_where_the_run_stopped(
         assert torch.allclose(value, finished[name], atol=1e-6), name
     # The step-2 record of the first run was replaced, not duplicated.
     assert [r.step for r in read_metrics(run / "metrics.jsonl")] == [1, 2]
+
+
+@pytest.mark.slow
+def test_the_logged_advantages_are_the_applied_ones(
+    labelled_groups: list[Any], tmp_path: Path, torch_threads: None
+) -> None:
+    harmful = ReplaySet.from_traces(labelled_groups[:4])
+    trainer = RecordingTrainer(args=config(tmp_path), source=harmful)
+    trainer.train()
+
+    ((inputs, _logps),) = trainer.seen
+    (layout,) = trainer.layouts
+    applied = dict.fromkeys(range(len(layout)), 0.0)  # fillers never reach the loss: 0
+    for row, slot in enumerate(inputs["sca_slot"].tolist()):
+        applied[slot] = float(inputs["advantages"][row])
+    # TRL keeps the last generation_batch_size rows of the batch in its completions log; TRL's
+    # own GRPO value of the extra-turn row (slot 4, alone in its TRL group) would be 0.
+    logged = trainer.logged_advantages()
+    assert len(logged) == 4 and applied[4] != 0.0
+    assert logged == pytest.approx([applied[i] for i in range(4, 8)], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_an_evaluation_pass_between_micro_batches_does_not_change_what_is_trained(
+    labelled_groups: list[Any], tmp_path: Path, torch_threads: None
+) -> None:
+    from transformers import TrainerCallback
+
+    replay = ReplaySet.from_traces(labelled_groups)
+    # One generation batch (one group, 8 slots) feeds two optimizer steps of one micro-batch each.
+    shape = {"per_device_train_batch_size": 2, "steps_per_generation": 2, "max_steps": 2}
+
+    def trained(folder: str, *, evaluate: bool) -> tuple[dict[str, torch.Tensor], list[float]]:
+        trainer = IFPOTrainer(args=config(tmp_path / folder, **shape), source=replay)
+        losses: list[float] = []
+
+        class EvaluateAfterTheFirstStep(TrainerCallback):
+            def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                if state.global_step != 1:
+                    return
+                # What an evaluation does: a generation batch of its own (2 entries, 4 slots).
+                trainer.model.eval()
+                loss, _, _ = trainer.prediction_step(
+                    trainer.model, [{"prompt": "benign-group"}] * 2, prediction_loss_only=True
+                )
+                trainer.model.train()
+                losses.append(float(loss))
+
+        if evaluate:
+            trainer.add_callback(EvaluateAfterTheFirstStep())
+        trainer.train()
+        steps = [r.loss for r in read_metrics(Path(trainer.args.output_dir) / "metrics.jsonl")]
+        assert len(losses) == int(evaluate)
+        return lora_state(trainer.model), steps
+
+    plain, plain_losses = trained("plain", evaluate=False)
+    interleaved, interleaved_losses = trained("interleaved", evaluate=True)
+    assert interleaved_losses == pytest.approx(plain_losses, abs=1e-6)
+    for name, value in interleaved.items():
+        assert torch.allclose(value, plain[name], atol=1e-6), name
+
+
+def test_another_trl_release_is_refused_with_the_version_read() -> None:
+    from safe_context_training._trl_compat import TRL_VERSION_READ, check_trl_version
+
+    check_trl_version("1.16.3")  # a patch release of the series read
+    with pytest.raises(ConfigError, match=rf"TRL 1.17.0 is installed.*trl=={TRL_VERSION_READ}"):
+        check_trl_version("1.17.0")
+
+
+def test_trls_experimental_switch_is_set_only_while_the_trainer_is_built(
+    build: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import warnings
+
+    from safe_context_training._trl_compat import rollout_func_allowed
+
+    monkeypatch.delenv("TRL_EXPERIMENTAL_SILENCE", raising=False)
+    with rollout_func_allowed():
+        assert os.environ["TRL_EXPERIMENTAL_SILENCE"] == "1"
+    assert "TRL_EXPERIMENTAL_SILENCE" not in os.environ
+    monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "0")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        IFPOTrainer(args=config(tmp_path), source=replay_of(build, fallback=False))
+    assert not [w for w in caught if "rollout_func" in str(w.message)]
+    assert os.environ["TRL_EXPERIMENTAL_SILENCE"] == "0"
