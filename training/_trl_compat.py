@@ -23,8 +23,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections import deque
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import trl
 from trl import GRPOTrainer
@@ -138,7 +139,7 @@ class GRPOSeams(GRPOTrainer):
         TRL appends one value per row to a deque of ``generation_batch_size`` entries; when a
         batch holds more rows than that, only its last rows are kept, and so are ours.
         """
-        logged = self._logs["advantages"]
+        logged = cast("deque[float]", self._logs["advantages"])
         values = [float(a) for a in advantages]
         kept = min(len(values), len(logged))
         for _ in range(kept):

@@ -10,6 +10,7 @@ extra.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,7 +210,8 @@ class _Values(dict[str, Any]):
     """The checked flag values, by field name; ``pick(cls)`` keeps a dataclass's fields."""
 
     def pick(self, options: type) -> dict[str, Any]:
-        return {k: v for k, v in self.items() if k in options.__dataclass_fields__}
+        names = {f.name for f in dataclasses.fields(options)}
+        return {k: v for k, v in self.items() if k in names}
 
 
 def _training() -> ModuleType:

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage
@@ -765,7 +765,7 @@ class _Nodes:
             record.outcome = Outcome(
                 status="error", error_type=type(exc).__name__, message=exception_text(exc)
             )
-            trace = self._trace(state, record)
+            trace = self._trace(cast(_GraphState, state), record)
         except Exception:  # the original exception is the one to see; this one is logged
             logger.exception("could not build the error trace of run %s", record.trace_id)
             return None

@@ -21,7 +21,7 @@ import contextlib
 import json
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from safe_context_agent._version import __version__
@@ -68,7 +68,7 @@ def _reply_attributes(reply: Any) -> dict[str, Any]:
     from langchain_core.messages import AIMessage
 
     if isinstance(reply, AIMessage):
-        usage = reply.usage_metadata or {}
+        usage: Mapping[str, Any] = reply.usage_metadata or {}
         return {
             "finish_reason": reply.response_metadata.get("finish_reason"),
             "input_tokens": usage.get("input_tokens"),
