@@ -69,7 +69,7 @@ def test_a_crash_in_the_start_nodes_retrieval_writes_the_error_trace(
     scripted_client, memory_sink, use_async: bool
 ) -> None:
     graph, client = _graph([], JunkRetriever(), memory_sink, scripted_client, mode="always")
-    with pytest.raises(AttributeError, match="rule"):
+    with pytest.raises(AttributeError):
         _run(graph, _user(), {}, use_async)
     [trace] = memory_sink.traces
     assert trace.outcome.status == "error" and trace.outcome.error_type == "AttributeError"
