@@ -36,6 +36,14 @@ if TYPE_CHECKING:
         run_online,
         unload_lora_adapter,
     )
+    from safe_context_training._options import (
+        DEFAULT_ONLINE_SAMPLING,
+        IFPOOptions,
+        OnlineOptions,
+        RewardOptions,
+        SFTOptions,
+        weight_clip_bounds,
+    )
     from safe_context_training._prompts import (
         recipe_prompts,
         suite_sources,
@@ -70,6 +78,7 @@ if TYPE_CHECKING:
         default_reward,
         format_penalty,
         llm_judge_reward,
+        reward_from_options,
         score_trajectories,
     )
     from safe_context_training._sft import (
@@ -98,6 +107,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "DEFAULT_ONLINE_SAMPLING",
     "DEFAULT_WEIGHT_CLIP",
     "GRPO_STD_EPS",
     "QUICK_RECIPE",
@@ -108,8 +118,10 @@ __all__ = [
     "CombinedReward",
     "FrequencyScope",
     "IFPOConfig",
+    "IFPOOptions",
     "IFPOTrainer",
     "NonFiniteLossError",
+    "OnlineOptions",
     "OnlineResult",
     "OnlineSource",
     "RecipeConfig",
@@ -122,9 +134,11 @@ __all__ = [
     "ReplayTrajectory",
     "RewardBreakdown",
     "RewardError",
+    "RewardOptions",
     "RewardScale",
     "RewardTerm",
     "RolloutSource",
+    "SFTOptions",
     "SFTResult",
     "StepMetrics",
     "SynthesisConfig",
@@ -150,6 +164,7 @@ __all__ = [
     "read_metrics",
     "recipe_prompts",
     "replay_trajectory",
+    "reward_from_options",
     "run_online",
     "run_recipe",
     "score_trajectories",
@@ -159,11 +174,19 @@ __all__ = [
     "train_offline",
     "train_sft",
     "unload_lora_adapter",
+    "weight_clip_bounds",
     "write_refusal",
 ]
 
 # Public name -> private module (relative to this package) that defines it.
 _EXPORTS: dict[str, str] = {
+    "DEFAULT_ONLINE_SAMPLING": "._options",
+    "IFPOOptions": "._options",
+    "OnlineOptions": "._options",
+    "RewardOptions": "._options",
+    "SFTOptions": "._options",
+    "weight_clip_bounds": "._options",
+    "reward_from_options": "._rewards",
     "AdvantageStats": "._advantages",
     "ApplyTo": "._advantages",
     "DEFAULT_WEIGHT_CLIP": "._advantages",

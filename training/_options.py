@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 from safe_context_training._advantages import (
     DEFAULT_WEIGHT_CLIP,
@@ -31,9 +31,6 @@ from safe_context_training._advantages import (
 from safe_context_agent.config import SamplingParams, option, validate_options
 from safe_context_agent.errors import ConfigError
 from safe_context_agent.judges import JudgeKind
-
-if TYPE_CHECKING:
-    from safe_context_training._rewards import CombinedReward
 
 __all__ = [
     "DEFAULT_LORA_TARGETS",
@@ -200,20 +197,6 @@ class RewardOptions:
 
     def __post_init__(self) -> None:
         _check(RewardOptions, self, "RewardOptions")
-
-    def build(self) -> CombinedReward:
-        """The combined reward these options describe (a term whose weight is 0 is left out)."""
-        from safe_context_training._rewards import default_reward
-
-        from safe_context_agent.judges import make_judge
-
-        return default_reward(
-            make_judge(self.judge, base_url=self.judge_url, model=self.judge_model),
-            behaviour=self.behaviour_weight,
-            correctness=self.correctness_weight,
-            format=self.format_weight,
-            unknown=self.judge_unknown,
-        )
 
 
 @dataclass

@@ -226,6 +226,20 @@ class CombinedReward:
         return self.score(trace).total
 
 
+def reward_from_options(options: RewardOptions) -> CombinedReward:
+    """The combined reward that ``options`` (the CLI's reward flags) describe; a term whose
+    weight is 0 is left out."""
+    from safe_context_agent.judges import make_judge
+
+    return default_reward(
+        make_judge(options.judge, base_url=options.judge_url, model=options.judge_model),
+        behaviour=options.behaviour_weight,
+        correctness=options.correctness_weight,
+        format=options.format_weight,
+        unknown=options.judge_unknown,
+    )
+
+
 def default_reward(
     judge: Judge | None = None,
     *,

@@ -18,7 +18,7 @@ from types import ModuleType
 from typing import Annotated, Any
 
 import typer
-from safe_context_training._options import (
+from safe_context_training import (
     DEFAULT_ONLINE_SAMPLING,
     IFPOOptions,
     OnlineOptions,
@@ -272,7 +272,7 @@ def _config(training: ModuleType, flags: _Values, **fields: Any) -> Any:
 def _run_options(flags: _Values) -> dict[str, Any]:
     """The keyword arguments ``train_offline`` and ``run_online`` share."""
     return {
-        "reward": RewardOptions(**flags.pick(RewardOptions)).build(),
+        "reward": _training().reward_from_options(RewardOptions(**flags.pick(RewardOptions))),
         "model": flags["model"],
         "adapter": flags["adapter"],
         "resume_from_checkpoint": _resume(flags["resume"]),
@@ -407,7 +407,7 @@ def sft(verbose: _VerboseOpt = False, **given: Any) -> None:
         result = training.train_sft(
             flags["traces"],
             flags["out"],
-            reward=RewardOptions(**flags.pick(RewardOptions)).build(),
+            reward=training.reward_from_options(RewardOptions(**flags.pick(RewardOptions))),
             model=flags["model"],
             **{**options, "lora_alpha": 2 * options["lora_r"]},
         )
