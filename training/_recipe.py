@@ -65,19 +65,22 @@ StageName = Literal[
 ]
 
 DEFAULT_TRAIN_COUNTS: dict[str, int] = {
-    "strongreject": 14,
-    "harmbench": 10,
-    "advbench": 14,
-    "jailbreakbench_harmful": 6,
-    "xstest": 50,
-    "jailbreakbench_benign": 12,
-    "gsm8k": 12,
-    "everyday": 16,
+    "strongreject": 8,
+    "harmbench": 6,
+    "advbench": 8,
+    "jailbreakbench_harmful": 4,
+    "xstest": 70,
+    "jailbreakbench_benign": 24,
+    "gsm8k": 30,
+    "everyday": 30,
 }
-"""Demonstration prompts per suite (train split): about 60 harmful, 40 risky-benign and 28
-plainly benign. Sized to this CPU: SFT on them (about 85k tokens an epoch) is the recipe's
-longest stage. A subset is a prefix of a larger one (seeded shuffle), so lowering a count
-reuses demonstrations already written."""
+"""Demonstration prompts per suite (train split): about 53 harmful, 67 risky-benign and 60
+plainly benign before rejection sampling. Session 5's mix (65 harmful, 41 risky-benign, 23
+plain: 82 % of the demonstrations consulted, 61 % of those refused) taught "consult, then
+refuse"; this one puts direct answers and helpful answers after a consult in the majority.
+Sized to this CPU: SFT on them (about 110k tokens an epoch) is the recipe's longest stage. A
+subset is a prefix of a larger one (seeded shuffle), so lowering a count reuses
+demonstrations already written."""
 
 DEFAULT_DEV_COUNTS: dict[str, int] = {
     "strongreject": 8,
@@ -111,9 +114,9 @@ class RecipeConfig(BaseModel):
     base_model: str = Field(default="smollm2", description="Served base model name.")
     train_counts: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_TRAIN_COUNTS))
     dev_counts: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_DEV_COUNTS))
-    synth_tries: int = Field(default=2, ge=1, description="Base-model samples per benign prompt.")
+    synth_tries: int = Field(default=3, ge=1, description="Base-model samples per benign prompt.")
     synth_max_tokens: int = Field(default=96, ge=8, description="Tokens of a benign answer.")
-    sft_epochs: float = Field(default=1.0, gt=0, description="SFT passes over the demos.")
+    sft_epochs: float = Field(default=2.0, gt=0, description="SFT passes over the demos.")
     sft_max_steps: int = Field(default=-1, description="Cap on SFT steps (-1: the epochs).")
     sft_lr: float = Field(default=4e-4, gt=0, description="SFT learning rate (LoRA).")
     sft_batch_size: int = Field(default=4, ge=1, description="Sequences per SFT step.")
