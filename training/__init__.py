@@ -86,6 +86,7 @@ if TYPE_CHECKING:
         sft_dataset,
         train_sft,
     )
+    from safe_context_training._ship import ShippedAdapter, ship
     from safe_context_training._synthesize import (
         SynthesisConfig,
         SynthesisReport,
@@ -140,6 +141,7 @@ __all__ = [
     "RolloutSource",
     "SFTOptions",
     "SFTResult",
+    "ShippedAdapter",
     "StepMetrics",
     "SynthesisConfig",
     "SynthesisReport",
@@ -169,6 +171,7 @@ __all__ = [
     "run_recipe",
     "score_trajectories",
     "sft_dataset",
+    "ship",
     "suite_sources",
     "synthesize",
     "train_offline",
@@ -245,6 +248,8 @@ _EXPORTS: dict[str, str] = {
     "RecipeResult": "._recipe",
     "QUICK_RECIPE": "._recipe",
     "run_recipe": "._recipe",
+    "ship": "._ship",
+    "ShippedAdapter": "._ship",
     "recipe_prompts": "._prompts",
     "suite_sources": "._prompts",
     "REFUSAL_TEMPLATES": "._refusals",

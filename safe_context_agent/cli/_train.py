@@ -558,3 +558,24 @@ def recipe(
         result = training.run_recipe(config, say=typer.echo, progress=not verbose)
     total = sum(stage.seconds for stage in result.stages)
     typer.echo(f"recipe finished ({total:.0f} s of stages); model card {result.card}")
+
+
+@train_app.command()
+def ship(
+    run: Annotated[Path, typer.Option("--run", help="A recipe run folder.")] = Path("runs/recipe"),
+    policy: Annotated[
+        str, typer.Option("--policy", help="The evaluated policy to ship (sft, ifpo, grpo, ...).")
+    ] = "ifpo",
+    why: Annotated[
+        str, typer.Option("--why", help="Why this policy (written into the model card).")
+    ] = "",
+    verbose: _VerboseOpt = False,
+) -> None:
+    """Copy a recipe policy's adapter into the package (served by default) with its model card."""
+    setup_logging(verbose)
+    with cli_errors():
+        shipped = _training().ship(run, policy, why)
+    typer.echo(
+        f"shipped {shipped.policy} ({shipped.bytes / 2**20:.1f} MiB) to {shipped.folder}; "
+        "commit the folder, then `sca serve` loads it"
+    )
