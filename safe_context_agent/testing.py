@@ -38,6 +38,7 @@ from typing import Any
 from safe_context_agent.client import ModelReply
 from safe_context_agent.client._chat import TokenCallback, _finish_reply, new_call_id
 from safe_context_agent.rules import RetrievedRule, Rule
+from safe_context_agent.rules._index import wanted_categories
 from safe_context_agent.traces import Trace, TraceSink
 
 __all__ = [
@@ -233,8 +234,7 @@ class KeywordRetriever:
         self.queries.append((query, categories))
         if self.fail:
             raise RuntimeError("index file unreadable")
-        wanted = {categories} if isinstance(categories, str) else categories
-        wanted = set(wanted) if wanted is not None else None
+        wanted = wanted_categories(categories)
         asked = _words(query)
         scored = [
             (round(len(asked & words) / len(asked), 3) if asked else 0.0, position)

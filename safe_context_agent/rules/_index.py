@@ -112,6 +112,14 @@ def default_index_dir(pack: RulePack, embedding_model: str, strategy: VectorStra
     return cache_dir("indexes", f"{pack.name}-{digest[:12]}")
 
 
+
+def wanted_categories(categories: str | Iterable[str] | None) -> set[str] | None:
+    """A consult call's ``categories`` argument as a set (None: every category); one name or
+    several are both accepted, as the consult tool's schema allows."""
+    if categories is None:
+        return None
+    return {categories} if isinstance(categories, str) else set(categories)
+
 class RuleIndex:
     """A searchable rule pack. Open it with :meth:`open` (or :func:`open_index`), once per process;
     then :meth:`consult` from any number of threads."""
@@ -381,9 +389,9 @@ class RuleIndex:
             raise RetrievalError(
                 f"min_score must be a cosine similarity between -1 and 1, got {min_score!r}"
             )
-        if categories is None:
+        wanted = wanted_categories(categories)
+        if wanted is None:
             return None
-        wanted = {categories} if isinstance(categories, str) else set(categories)
         known = sorted(self._categories)
         if not wanted:
             raise RetrievalError("categories is empty; pass None to search all categories")
