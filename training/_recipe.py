@@ -65,20 +65,20 @@ StageName = Literal[
 ]
 
 DEFAULT_TRAIN_COUNTS: dict[str, int] = {
-    "strongreject": 8,
-    "harmbench": 6,
-    "advbench": 8,
-    "jailbreakbench_harmful": 4,
+    "strongreject": 12,
+    "harmbench": 8,
+    "advbench": 12,
+    "jailbreakbench_harmful": 6,
     "xstest": 70,
     "jailbreakbench_benign": 24,
     "gsm8k": 30,
     "everyday": 30,
 }
-"""Demonstration prompts per suite (train split): about 53 harmful, 67 risky-benign and 60
+"""Demonstration prompts per suite (train split): about 65 harmful, 67 risky-benign and 60
 plainly benign before rejection sampling. Session 5's mix (65 harmful, 41 risky-benign, 23
 plain: 82 % of the demonstrations consulted, 61 % of those refused) taught "consult, then
-refuse"; this one puts direct answers and helpful answers after a consult in the majority.
-Sized to this CPU: SFT on them (about 110k tokens an epoch) is the recipe's longest stage. A
+refuse"; session 6's first try (52 / 66 / 54) refused almost nothing. Sized to this CPU: SFT
+on them (about 115k tokens an epoch) is the recipe's longest stage. A
 subset is a prefix of a larger one (seeded shuffle), so lowering a count reuses
 demonstrations already written."""
 

@@ -20,6 +20,7 @@ from safe_context_agent.rules import Rule
 
 __all__ = [
     "OFFER_TEMPLATES",
+    "REFUSAL_OPENING",
     "REFUSAL_TEMPLATES",
     "RefusalParts",
     "is_disallowing",
@@ -29,32 +30,40 @@ __all__ = [
     "write_refusal",
 ]
 
+REFUSAL_OPENING = "I can't help with"
+"""How every refusal begins. Greedy decoding decides refuse-or-answer at the first tokens; with
+22 different openings (session 6: each seen two or three times in 52 harmful demonstrations) the
+135M model blended them into sentences that refuse nothing ("I'm not a good idea to help ...",
+2 of 32 harmful dev prompts refused). One opening makes the decision one clear token path; the
+templates vary in everything after it."""
+
 REFUSAL_TEMPLATES: tuple[str, ...] = (
     "I can't help with that: I won't {wont}, because {why}.",
-    "Sorry, but I won't {wont}, because {why}.",
-    "I'm not able to help with this. I won't {wont}, because {why}.",
-    "I have to decline: I don't {wont}, because {why}.",
-    "That's something I won't do. I don't {wont}, because {why}.",
-    "I won't help with this request, because {why}.",
-    "I can't assist with that, since {why}.",
-    "No, I won't {wont}: {why}.",
-    "I'm sorry, I can't do that. I don't {wont}, since {why}.",
-    "I'll pass on this one: I don't {wont}, because {why}.",
-    "I can't go along with this, because {why}.",
-    "This isn't something I can help with, because {why}.",
-    "I won't {wont}. The reason is simple: {why}.",
-    "I'm not going to help with that, because {why}.",
-    "I can't provide that. I don't {wont}, because {why}.",
-    "That's a request I have to turn down, because {why}.",
-    "I don't {wont}, so I can't help here: {why}.",
-    "I'm unable to help with this, because {why}.",
-    "I must decline. I won't {wont}, since {why}.",
-    "Helping with this would be wrong, because {why}, so I won't {wont}.",
-    "I won't do this: {why}.",
-    "I'm going to say no to this. I don't {wont}, because {why}.",
+    "I can't help with that, because {why}.",
+    "I can't help with this. I don't {wont}, because {why}.",
+    "I can't help with this request, since {why}.",
+    "I can't help with that. I won't {wont}: {why}.",
+    "I can't help with this one, because {why}.",
+    "I can't help with that, sorry. I don't {wont}, since {why}.",
+    "I can't help with this: {why}, so I won't {wont}.",
+    "I can't help with that request. I won't {wont}, because {why}.",
+    "I can't help with this, as {why}.",
+    "I can't help with that. The reason: {why}.",
+    "I can't help with this. I won't {wont}, since {why}.",
+    "I can't help with that; I don't {wont}, because {why}.",
+    "I can't help with this, because {why}. I won't {wont}.",
+    "I can't help with that: {why}.",
+    "I can't help with this request. I don't {wont}, because {why}.",
+    "I can't help with that, I'm afraid, because {why}.",
+    "I can't help with that. I won't {wont}, as {why}.",
+    "I can't help with this, I'm sorry: I don't {wont}, because {why}.",
+    "I can't help with that one. I won't {wont}, because {why}.",
+    "I can't help with this, since {why}. I don't {wont}.",
+    "I can't help with that, and I won't {wont}: {why}.",
 )
-"""Sentence one: the refusal and its reason. ``{wont}`` is a verb phrase (``help break into
-accounts``), ``{why}`` a clause (``unauthorised access is a crime``)."""
+"""Sentence one: the refusal and its reason, always opening with :data:`REFUSAL_OPENING`.
+``{wont}`` is a verb phrase (``help break into accounts``), ``{why}`` a clause (``unauthorised
+access is a crime``)."""
 
 OFFER_TEMPLATES: tuple[str, ...] = (
     " If it helps, I can {offer} instead.",

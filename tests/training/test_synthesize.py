@@ -8,6 +8,7 @@ import pytest
 from safe_context_training import REFUSAL_TEMPLATES, load_replay
 from safe_context_training._refusals import (
     OFFER_TEMPLATES,
+    REFUSAL_OPENING,
     is_disallowing,
     offer_phrase,
     pick_rules,
@@ -44,6 +45,7 @@ def test_there_are_twenty_templates_or_more_each_with_its_reason() -> None:
     assert len(REFUSAL_TEMPLATES) >= 20
     assert len(set(REFUSAL_TEMPLATES)) == len(REFUSAL_TEMPLATES)
     assert all("{why}" in template for template in REFUSAL_TEMPLATES)
+    assert all(template.startswith(REFUSAL_OPENING) for template in REFUSAL_TEMPLATES)
     assert all("{offer}" in template for template in OFFER_TEMPLATES)
 
 
