@@ -112,13 +112,13 @@ def default_index_dir(pack: RulePack, embedding_model: str, strategy: VectorStra
     return cache_dir("indexes", f"{pack.name}-{digest[:12]}")
 
 
-
 def wanted_categories(categories: str | Iterable[str] | None) -> set[str] | None:
     """A consult call's ``categories`` argument as a set (None: every category); one name or
     several are both accepted, as the consult tool's schema allows."""
     if categories is None:
         return None
     return {categories} if isinstance(categories, str) else set(categories)
+
 
 class RuleIndex:
     """A searchable rule pack. Open it with :meth:`open` (or :func:`open_index`), once per process;
