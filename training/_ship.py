@@ -59,6 +59,12 @@ def ship(run: Path, policy: str, why: str, *, dest: Path | None = None) -> Shipp
             f"{card_json}: no model card. Fix: pass --run with a recipe run folder "
             "(sca train recipe writes card.json on every call)"
         )
+    card_md = run / "MODEL_CARD.md"
+    if not card_md.is_file():
+        raise ConfigError(
+            f"{card_md}: missing beside card.json. Fix: rerun `sca train recipe --out {run}`, "
+            "which rewrites both"
+        )
     card = json.loads(card_json.read_text(encoding="utf-8"))
     evaluated = sorted(card.get("dev_metrics") or {})
     if policy not in evaluated or policy == "base":
@@ -89,7 +95,7 @@ def ship(run: Path, policy: str, why: str, *, dest: Path | None = None) -> Shipp
     for name in SHIPPED_FILES:
         shutil.copyfile(source / name, staging / name)
         digests[name] = sha256_file(staging / name)
-    card_text = (run / "MODEL_CARD.md").read_text(encoding="utf-8")
+    card_text = card_md.read_text(encoding="utf-8")
     write_atomic(staging / "MODEL_CARD.md", card_text + _shipped_section(policy, why, digests))
     # Swap the whole folder so a reader never sees half an adapter.
     if folder.exists():
@@ -110,14 +116,13 @@ def _check_loadable(source: Path) -> None:
     weights = source / "adapter_model.safetensors"
     try:
         with safe_open(str(weights), framework="numpy") as tensors:
-            if not list(tensors.keys()):
-                raise ConfigError(f"{weights}: holds no tensors. Fix: retrain the stage")
-    except ConfigError:
-        raise
+            names = list(tensors.keys())
     except Exception as exc:  # safetensors raises its own error types per failure
         raise ConfigError(
             f"{weights}: not a safetensors file ({exc}). Fix: retrain the stage"
         ) from None
+    if not names:
+        raise ConfigError(f"{weights}: holds no tensors. Fix: retrain the stage")
 
 
 def _shipped_section(policy: str, why: str, digests: dict[str, str]) -> str:
